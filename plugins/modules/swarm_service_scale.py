@@ -1,0 +1,242 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) boxoffice.pretix engineers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: swarm_service_scale
+short_description: Scale Docker Swarm services and wait until the replicas really run
+version_added: 0.1.0
+description:
+  - Sets the replica count of one or more replicated Swarm services and waits until that many
+    tasks are running, following the Docker CLI's convergence rule.
+  - A replica counts only when its task is in state C(running), its desired state is
+    C(running) and its node is C(ready). The count must then hold for the service's
+    C(UpdateConfig.Monitor) window (Docker's default 5 seconds).
+  - Fails when the service update is paused or a rollback is in progress, or when a rollback
+    completes after this module changed the service.
+  - Every requested service is checked before any is changed. Unknown services, global or job
+    mode services and counts outside O(min_replicas)/O(max_replicas) fail the module with
+    nothing changed.
+  - Must run on a Swarm manager (or point O(docker_host) at one).
+author:
+  - boxoffice.pretix engineers
+requirements:
+  - docker (Docker SDK for Python) >= 7.0.0
+attributes:
+  check_mode:
+    support: full
+    description: Reports which services would change; changes and waits for nothing.
+  diff_mode:
+    support: full
+    description: Before and after replica counts per service.
+options:
+  name:
+    description:
+      - Service name, or list of names. With O(stack), the names inside that stack
+        (C(web) means C(<stack>_web)).
+    type: list
+    elements: str
+    required: true
+    aliases: [names, service]
+  stack:
+    description:
+      - Stack namespace. Service names are looked up as C(<stack>_<name>), the names
+        C(docker stack deploy) gives.
+    type: str
+  replicas:
+    description:
+      - Wanted number of replicas for every service in O(name).
+    type: int
+    required: true
+  min_replicas:
+    description:
+      - Smallest count accepted for O(replicas); a guard for playbooks fed by surveys.
+    type: int
+    default: 0
+  max_replicas:
+    description:
+      - Largest count accepted for O(replicas). No upper bound when unset.
+    type: int
+  wait:
+    description:
+      - Wait until every service has converged. Also applies when nothing had to change,
+        so the module confirms the replicas are really running.
+    type: bool
+    default: true
+  timeout:
+    description:
+      - Seconds to wait for each service to converge before failing.
+    type: int
+    default: 300
+  docker_host:
+    description:
+      - Docker engine URL, for example C(unix:///var/run/docker.sock) or C(tcp://manager:2376).
+      - Defaults to the C(DOCKER_HOST) environment variable, then the local socket.
+    type: str
+notes:
+  - Scaling to 0 is allowed (the convergence target is then 0 running tasks).
+seealso:
+  - module: boxoffice.pretix.swarm_service_heal
+  - module: community.docker.docker_swarm_service
+'''
+
+EXAMPLES = r'''
+- name: Scale the pretix web tier to 10 replicas and wait until they run
+  boxoffice.pretix.swarm_service_scale:
+    stack: boxoffice
+    name: pretix-web
+    replicas: 10
+    max_replicas: 30
+
+- name: Scale two services at once by full name, without waiting
+  boxoffice.pretix.swarm_service_scale:
+    names:
+      - boxoffice_nginx
+      - boxoffice_pretix-web
+    replicas: 3
+    wait: false
+'''
+
+RETURN = r'''
+services:
+  description: One entry per requested service, in request order.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Full service name.
+      type: str
+      sample: boxoffice_pretix-web
+    previous_replicas:
+      description: Replica count before the module ran.
+      type: int
+      sample: 2
+    replicas:
+      description: Replica count after the module ran (the requested count).
+      type: int
+      sample: 10
+    running_tasks:
+      description: Running tasks on ready nodes at the end (before any change in check mode).
+      type: int
+      sample: 10
+    seconds:
+      description: Seconds spent waiting for convergence, monitor window included (0 without O(wait)).
+      type: float
+      sample: 14.5
+    changed:
+      description: Whether this service's replica count was (or in check mode would be) changed.
+      type: bool
+      sample: true
+'''
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services import (
+    COMMON_ARGUMENT_SPEC,
+    DOCKER_IMPORT_ERROR,
+    DOCKER_REQUIREMENT,
+    HAS_DOCKER,
+    DockerException,
+    SwarmError,
+    count_running,
+    get_client,
+    list_services,
+    ready_node_ids,
+    service_mode,
+    service_tasks,
+    update_service_spec,
+    wait_converged,
+)
+
+
+def validate_request(params):
+    """Reject bad counts before talking to Docker at all."""
+    replicas, low, high = params['replicas'], params['min_replicas'], params['max_replicas']
+    if replicas < 0:
+        raise SwarmError('replicas must be 0 or more, got %d.' % replicas)
+    if low < 0 or (high is not None and high < low):
+        raise SwarmError('min_replicas (%d) must be >= 0 and <= max_replicas (%s).' % (low, high))
+    if replicas < low or (high is not None and replicas > high):
+        raise SwarmError('replicas=%d is outside the allowed range %d..%s (min_replicas/max_replicas).'
+                         % (replicas, low, 'unbounded' if high is None else high))
+    if not params['name']:
+        raise SwarmError('name must list at least one service.')
+
+
+def resolve_services(client, params):
+    """Find every requested service, refusing the whole request if any one is unusable."""
+    by_name = dict((svc['Spec']['Name'], svc) for svc in list_services(client))
+    prefix = '%s_' % params['stack'] if params['stack'] else ''
+    wanted = [prefix + name for name in params['name']]
+    unknown = [name for name in wanted if name not in by_name]
+    if unknown:
+        existing = sorted(name for name in by_name if name.startswith(prefix))
+        raise SwarmError('Unknown service(s): %s. Existing services%s: %s. Nothing was changed.'
+                         % (', '.join(unknown), ' in stack %s' % params['stack'] if prefix else '',
+                            ', '.join(existing) or 'none'))
+    not_replicated = ['%s (%s)' % (name, service_mode(by_name[name]['Spec'])[0])
+                      for name in wanted if service_mode(by_name[name]['Spec'])[0] != 'replicated']
+    if not_replicated:
+        raise SwarmError('Only replicated services can be scaled; refusing %s. Nothing was changed.'
+                         % ', '.join(not_replicated))
+    return [by_name[name] for name in wanted]
+
+
+def scale(module, client, services, results):
+    """Append one result per service to results as it goes, so a failure still reports them."""
+    target = module.params['replicas']
+    ready = ready_node_ids(client)
+    for service in services:
+        spec = service['Spec']
+        previous = service_mode(spec)[1]
+        changed = previous != target
+        running = count_running(service_tasks(client, service['ID']), ready)
+        if changed and not module.check_mode:
+            spec['Mode']['Replicated']['Replicas'] = target
+            update_service_spec(client, service, spec)
+        results.append(dict(name=spec['Name'], previous_replicas=previous, replicas=target,
+                            running_tasks=running, seconds=0.0, changed=changed))
+    # Waiting after all updates lets the services converge in parallel instead of one by one.
+    if module.params['wait'] and not module.check_mode:
+        for service, result in zip(services, results):
+            result['running_tasks'], result['seconds'] = wait_converged(
+                client, service['ID'], target, module.params['timeout'],
+                update_status_before=service.get('UpdateStatus'))
+
+
+def main():
+    argument_spec = dict(
+        name=dict(type='list', elements='str', required=True, aliases=['names', 'service']),
+        stack=dict(type='str'),
+        replicas=dict(type='int', required=True),
+        min_replicas=dict(type='int', default=0),
+        max_replicas=dict(type='int'),
+    )
+    argument_spec.update(COMMON_ARGUMENT_SPEC)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    if not HAS_DOCKER:
+        module.fail_json(msg=missing_required_lib(DOCKER_REQUIREMENT), exception=DOCKER_IMPORT_ERROR)
+
+    results = []
+    try:
+        validate_request(module.params)
+        client = get_client(module.params['docker_host'])
+        scale(module, client, resolve_services(client, module.params), results)
+    except (SwarmError, DockerException) as exc:
+        module.fail_json(msg=str(exc), services=results, changed=any(r['changed'] for r in results))
+
+    module.exit_json(
+        changed=any(r['changed'] for r in results),
+        services=results,
+        diff=dict(before=dict((r['name'], r['previous_replicas']) for r in results),
+                  after=dict((r['name'], r['replicas']) for r in results)),
+    )
+
+
+if __name__ == '__main__':
+    main()

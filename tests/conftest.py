@@ -1,0 +1,141 @@
+"""Generic fixtures for boxoffice.pretix tests that run against the real Docker engine and Swarm.
+
+Everything a test creates is named with the `bxtest-` prefix (see `unique_name`) and removed at
+teardown, because the Docker daemon is shared with other engineers and other test runs.
+"""
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+
+import docker
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEST_PREFIX = 'bxtest-'
+BUSYBOX_BINARY = '/bin/busybox'
+BUSYBOX_IMAGE = 'boxoffice-test/busybox:latest'
+# Applets linked into the test image; tests use sh/sleep/true/false.
+BUSYBOX_APPLETS = ('sh', 'sleep', 'true', 'false', 'echo', 'cat', 'ls', 'ps', 'kill', 'env')
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: takes more than ~5 minutes; deselect with -m "not slow"')
+
+
+@pytest.fixture(scope='session')
+def docker_client():
+    """A Docker SDK client for a daemon that is a Swarm manager, or a clear failure."""
+    try:
+        client = docker.from_env()
+        info = client.info()
+    except docker.errors.DockerException as exc:
+        pytest.fail('Docker engine not reachable (%s). Start it: nohup dockerd '
+                    '>/var/log/dockerd.log 2>&1 &' % exc)
+    swarm = info.get('Swarm') or {}
+    if swarm.get('LocalNodeState') != 'active' or not swarm.get('ControlAvailable'):
+        pytest.fail('This Docker engine is not a Swarm manager; run `docker swarm init` first.')
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope='session')
+def busybox_image(docker_client):
+    """Tag boxoffice-test/busybox:latest, a tiny image made from the host's static busybox.
+
+    No registry is reachable here, so the image is imported from a tar built in memory.
+    """
+    if not os.path.exists(BUSYBOX_BINARY):
+        pytest.fail('%s is missing: install the Debian package busybox-static '
+                    '(apt-get install -y busybox-static; .ci/run does this).' % BUSYBOX_BINARY)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode='w') as tar:
+        tar.add(BUSYBOX_BINARY, arcname='bin/busybox')
+        for applet in BUSYBOX_APPLETS:
+            link = tarfile.TarInfo('bin/%s' % applet)
+            link.type = tarfile.SYMTYPE
+            link.linkname = 'busybox'
+            tar.addfile(link)
+    repository, tag = BUSYBOX_IMAGE.split(':')
+    docker_client.api.import_image_from_data(
+        buffer.getvalue(), repository=repository, tag=tag,
+        changes=['CMD ["sh"]', 'ENV PATH=/bin'])
+    return BUSYBOX_IMAGE
+
+
+@pytest.fixture
+def unique_name():
+    """Return a factory of collision-free names carrying the test prefix."""
+    def make(purpose='svc'):
+        return '%s%s-%s' % (TEST_PREFIX, purpose, uuid.uuid4().hex[:8])
+    return make
+
+
+@pytest.fixture
+def swarm_services(docker_client):
+    """Create Swarm services through the SDK's low-level API; all are removed at teardown.
+
+    Call it with create_service keyword arguments (task_template, name, mode, labels, ...);
+    it returns the service ID. The name must start with the test prefix.
+    """
+    created = []
+
+    def create(**kwargs):
+        assert kwargs.get('name', '').startswith(TEST_PREFIX), 'test services must be prefixed'
+        service_id = docker_client.api.create_service(**kwargs)['ID']
+        created.append(service_id)
+        return service_id
+
+    yield create
+    for service_id in created:
+        try:
+            docker_client.api.remove_service(service_id)
+        except docker.errors.NotFound:
+            pass
+    # Task containers outlive the service for a moment; wait so later tests see a clean engine.
+    deadline = time.monotonic() + 60
+    while created and time.monotonic() < deadline:
+        leftovers = [c for c in docker_client.api.containers(all=True)
+                     if c['Labels'].get('com.docker.swarm.service.id') in created]
+        if not leftovers:
+            break
+        time.sleep(0.5)
+
+
+def run_ansible_module(module, args, check=False, diff=False, timeout=900):
+    """Run one module on localhost through the real `ansible` CLI and return its result dict.
+
+    Uses the repository's ansible.cfg (so boxoffice.pretix.* resolves from the checkout) and the
+    json callback, which makes the result machine-readable for assertions.
+    """
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK='ansible.posix.json',
+               ANSIBLE_LOAD_CALLBACK_PLUGINS='1', ANSIBLE_NOCOLOR='1')
+    cmd = [os.path.join(os.path.dirname(sys.executable), 'ansible'), 'localhost',
+           '-i', 'localhost,', '-c', 'local',
+           '-e', 'ansible_python_interpreter=%s' % sys.executable,
+           '-m', module, '-a', json.dumps(args)]
+    if check:
+        cmd.append('--check')
+    if diff:
+        cmd.append('--diff')
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    try:
+        output = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError('ansible printed no JSON (rc=%d)\nstdout:\n%s\nstderr:\n%s'
+                             % (proc.returncode, proc.stdout, proc.stderr))
+    result = output['plays'][0]['tasks'][0]['hosts']['localhost']
+    result['rc'] = proc.returncode
+    return result
+
+
+@pytest.fixture
+def ansible_module():
+    """The run_ansible_module helper as a fixture, for tests outside this directory."""
+    return run_ansible_module
