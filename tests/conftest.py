@@ -17,6 +17,9 @@ import docker
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Makes ansible_collections.boxoffice.pretix importable for unit tests, as ansible.cfg does for
+# Ansible (collections/ansible_collections/boxoffice/pretix links to the repository root).
+sys.path.insert(0, os.path.join(REPO_ROOT, 'collections'))
 TEST_PREFIX = 'bxtest-'
 BUSYBOX_BINARY = '/bin/busybox'
 BUSYBOX_IMAGE = 'boxoffice-test/busybox:latest'
@@ -107,7 +110,55 @@ def swarm_services(docker_client):
         time.sleep(0.5)
 
 
-def run_ansible_module(module, args, check=False, diff=False, timeout=900):
+@pytest.fixture
+def busybox_service(swarm_services, busybox_image, unique_name):
+    """Create a busybox service tuned for fast tests; returns (service ID, name).
+
+    Short stop grace period, restart delay and update monitor keep each rollout to seconds
+    (busybox sleep ignores SIGTERM, so the default 10 s grace would dominate every test).
+    """
+    second = 10 ** 9
+
+    def create(name=None, replicas=1, command=('sleep', '86400'), mode=None, labels=None):
+        name = name or unique_name()
+        task_template = {
+            'ContainerSpec': {'Image': busybox_image, 'Command': list(command),
+                              'StopGracePeriod': second},
+            'RestartPolicy': {'Condition': 'any', 'Delay': second},
+        }
+        service_id = swarm_services(
+            name=name, task_template=task_template, labels=labels or {},
+            mode=mode or {'Replicated': {'Replicas': replicas}},
+            update_config={'Parallelism': 1, 'Monitor': second, 'FailureAction': 'pause'},
+            endpoint_spec={'Mode': 'dnsrr'})
+        return service_id, name
+    return create
+
+
+def wait_for(predicate, timeout=180, message='condition'):
+    """Poll predicate until it returns something truthy; fail the test after timeout seconds.
+
+    Used to reach a starting state (e.g. all replicas running before a container is killed),
+    never to assert how long something took.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    pytest.fail('timed out after %ss waiting for %s' % (timeout, message))
+
+
+def running_task_count(client, service_id):
+    """Independent count of the Docker CLI's rule, for checking what the modules report."""
+    ready = set(n['ID'] for n in client.api.nodes() if n['Status']['State'] == 'ready')
+    return sum(1 for t in client.api.tasks(filters={'service': service_id})
+               if t['DesiredState'] == 'running' and t['Status']['State'] == 'running'
+               and t.get('NodeID') in ready)
+
+
+def run_ansible_module(module, args, check=False, diff=False, timeout=900, python=sys.executable):
     """Run one module on localhost through the real `ansible` CLI and return its result dict.
 
     Uses the repository's ansible.cfg (so boxoffice.pretix.* resolves from the checkout) and the
@@ -117,7 +168,7 @@ def run_ansible_module(module, args, check=False, diff=False, timeout=900):
                ANSIBLE_LOAD_CALLBACK_PLUGINS='1', ANSIBLE_NOCOLOR='1')
     cmd = [os.path.join(os.path.dirname(sys.executable), 'ansible'), 'localhost',
            '-i', 'localhost,', '-c', 'local',
-           '-e', 'ansible_python_interpreter=%s' % sys.executable,
+           '-e', 'ansible_python_interpreter=%s' % python,
            '-m', module, '-a', json.dumps(args)]
     if check:
         cmd.append('--check')

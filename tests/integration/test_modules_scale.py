@@ -1,0 +1,148 @@
+"""boxoffice.pretix.swarm_service_scale, run through the real `ansible` CLI against this Swarm."""
+
+import subprocess
+
+import pytest
+
+from conftest import run_ansible_module, running_task_count
+
+MODULE = 'boxoffice.pretix.swarm_service_scale'
+SYSTEM_PYTHON = '/usr/bin/python3'
+
+
+def replicas_of(client, service_id):
+    return client.api.inspect_service(service_id)['Spec']['Mode']['Replicated']['Replicas']
+
+
+def spec_version(client, service_id):
+    return client.api.inspect_service(service_id)['Version']['Index']
+
+
+def test_scale_up_then_down_waits_for_running_tasks(docker_client, busybox_service):
+    service_id, name = busybox_service(replicas=1)
+
+    up = run_ansible_module(MODULE, {'name': name, 'replicas': 3}, diff=True)
+    assert up['rc'] == 0, up
+    assert up['changed'] is True
+    assert up['services'] == [dict(up['services'][0], name=name, previous_replicas=1, replicas=3,
+                                   running_tasks=3, changed=True)]
+    assert up['diff'] == {'before': {name: 1}, 'after': {name: 3}}
+    assert replicas_of(docker_client, service_id) == 3
+    # The module returned only once the tasks ran, so they are running now without any wait.
+    assert running_task_count(docker_client, service_id) == 3
+
+    down = run_ansible_module(MODULE, {'name': name, 'replicas': 1})
+    assert down['rc'] == 0, down
+    assert down['changed'] is True
+    assert down['services'][0]['previous_replicas'] == 3
+    assert down['services'][0]['running_tasks'] == 1
+    assert running_task_count(docker_client, service_id) == 1
+
+
+def test_same_count_is_unchanged_but_still_verified(docker_client, busybox_service):
+    service_id, name = busybox_service(replicas=2)
+    version = spec_version(docker_client, service_id)
+
+    result = run_ansible_module(MODULE, {'name': name, 'replicas': 2})
+
+    assert result['rc'] == 0, result
+    assert result['changed'] is False
+    assert result['services'][0]['changed'] is False
+    # wait=true confirms the replicas, even on a freshly created service still starting them.
+    assert result['services'][0]['running_tasks'] == 2
+    assert spec_version(docker_client, service_id) == version
+
+
+def test_check_mode_reports_but_changes_nothing(docker_client, busybox_service):
+    service_id, name = busybox_service(replicas=1)
+    version = spec_version(docker_client, service_id)
+
+    result = run_ansible_module(MODULE, {'name': name, 'replicas': 4}, check=True, diff=True)
+
+    assert result['rc'] == 0, result
+    assert result['changed'] is True
+    assert result['diff'] == {'before': {name: 1}, 'after': {name: 4}}
+    assert spec_version(docker_client, service_id) == version
+    assert replicas_of(docker_client, service_id) == 1
+
+
+def test_stack_names_are_prefixed(docker_client, busybox_service, unique_name):
+    stack = unique_name('stack')
+    web_id, _ = busybox_service(name=stack + '_web', replicas=1)
+    worker_id, _ = busybox_service(name=stack + '_worker', replicas=1)
+
+    result = run_ansible_module(MODULE, {'stack': stack, 'names': ['web', 'worker'], 'replicas': 2})
+
+    assert result['rc'] == 0, result
+    assert [s['name'] for s in result['services']] == [stack + '_web', stack + '_worker']
+    assert replicas_of(docker_client, web_id) == replicas_of(docker_client, worker_id) == 2
+
+
+@pytest.mark.parametrize('args, message', [
+    ({'replicas': -1}, 'replicas must be 0 or more'),
+    ({'replicas': 6, 'max_replicas': 5}, 'outside the allowed range 0..5'),
+    ({'replicas': 1, 'min_replicas': 2}, 'outside the allowed range 2..unbounded'),
+    ({'replicas': 3, 'min_replicas': 4, 'max_replicas': 2}, 'must be >= 0 and <= max_replicas'),
+])
+def test_bad_counts_are_refused(docker_client, busybox_service, args, message):
+    service_id, name = busybox_service(replicas=1)
+    version = spec_version(docker_client, service_id)
+
+    result = run_ansible_module(MODULE, dict(args, name=name))
+
+    assert result['rc'] != 0 and result.get('failed') is True, result
+    assert message in result['msg']
+    assert spec_version(docker_client, service_id) == version
+
+
+def test_unknown_service_lists_existing_and_changes_nothing(docker_client, busybox_service,
+                                                             unique_name):
+    stack = unique_name('stack')
+    web_id, _ = busybox_service(name=stack + '_web', replicas=1)
+    busybox_service(name=stack + '_worker', replicas=1)
+    version = spec_version(docker_client, web_id)
+
+    # The good service comes first: it must not be scaled before the bad one is noticed.
+    result = run_ansible_module(MODULE, {'stack': stack, 'name': ['web', 'nope'], 'replicas': 2})
+
+    assert result['rc'] != 0, result
+    assert 'Unknown service(s): %s_nope' % stack in result['msg']
+    assert 'Existing services in stack %s: %s_web, %s_worker' % (stack, stack, stack) in result['msg']
+    assert spec_version(docker_client, web_id) == version
+    assert replicas_of(docker_client, web_id) == 1
+
+
+def test_global_service_is_refused_and_nothing_changes(docker_client, busybox_service):
+    replicated_id, replicated = busybox_service(replicas=1)
+    _, global_name = busybox_service(mode={'Global': {}})
+    version = spec_version(docker_client, replicated_id)
+
+    result = run_ansible_module(MODULE, {'names': [replicated, global_name], 'replicas': 2})
+
+    assert result['rc'] != 0, result
+    assert 'refusing %s (global)' % global_name in result['msg']
+    assert spec_version(docker_client, replicated_id) == version
+
+
+def test_service_that_cannot_run_fails_with_timeout(docker_client, busybox_service):
+    service_id, name = busybox_service(replicas=1, command=('sh', '-c', 'exit 1'))
+
+    result = run_ansible_module(MODULE, {'name': name, 'replicas': 2, 'timeout': 20})
+
+    assert result['rc'] != 0, result
+    assert 'did not converge within 20s' in result['msg']
+    # The change itself was made and is reported as such, not hidden behind the failure.
+    assert result['changed'] is True
+    assert result['services'][0]['previous_replicas'] == 1
+    assert replicas_of(docker_client, service_id) == 2
+
+
+@pytest.mark.skipif(subprocess.run([SYSTEM_PYTHON, '-c', 'import docker'], check=False,
+                                    capture_output=True).returncode == 0,
+                    reason='%s can import docker, so it cannot show the missing-library error'
+                    % SYSTEM_PYTHON)
+def test_missing_library_message_names_the_sdk():
+    """The system Python has no Docker SDK: the error must say what to install."""
+    result = run_ansible_module(MODULE, {'name': 'x', 'replicas': 1}, python=SYSTEM_PYTHON)
+    assert result['rc'] != 0, result
+    assert 'docker (the Docker SDK for Python' in result['msg']

@@ -1,0 +1,69 @@
+"""Pure functions of the shared Swarm code, on data shaped like the Engine API's answers."""
+
+import datetime
+
+import pytest
+
+from ansible_collections.boxoffice.pretix.plugins.module_utils import swarm_services as ss
+
+UTC = datetime.timezone.utc
+
+
+@pytest.mark.parametrize('text, expected', [
+    ('2026-11-26T15:55:47.154424297Z', datetime.datetime(2026, 11, 26, 15, 55, 47, 154424, UTC)),
+    ('2026-11-26T15:55:47Z', datetime.datetime(2026, 11, 26, 15, 55, 47, 0, UTC)),
+    ('2026-11-26T16:55:47.5+01:00', datetime.datetime(2026, 11, 26, 15, 55, 47, 500000, UTC)),
+    ('0001-01-01T00:00:00Z', datetime.datetime(1, 1, 1, 0, 0, 0, 0, UTC)),
+    ('', None),
+    (None, None),
+    ('yesterday', None),
+])
+def test_parse_timestamp(text, expected):
+    assert ss.parse_timestamp(text) == expected
+
+
+@pytest.mark.parametrize('mode, expected', [
+    ({'Replicated': {'Replicas': 3}}, ('replicated', 3)),
+    ({'Replicated': {}}, ('replicated', 1)),
+    ({'Global': {}}, ('global', None)),
+    ({'ReplicatedJob': {'MaxConcurrent': 1}}, ('replicated-job', None)),
+    ({'GlobalJob': {}}, ('global-job', None)),
+])
+def test_service_mode(mode, expected):
+    assert ss.service_mode({'Mode': mode}) == expected
+
+
+def test_monitor_window_defaults_to_docker_default():
+    assert ss.monitor_seconds({}) == ss.DEFAULT_MONITOR_SECONDS
+    assert ss.monitor_seconds({'UpdateConfig': {'Monitor': 1500000000}}) == 1.5
+
+
+def task(state='running', desired='running', node='n1'):
+    return {'Status': {'State': state}, 'DesiredState': desired, 'NodeID': node}
+
+
+def test_count_running_follows_the_cli_rule():
+    tasks = [
+        task(),                                # counts
+        task(node='n2'),                       # node down: does not count
+        task(state='starting'),                # not running yet
+        task(desired='shutdown'),              # being removed (scale down, update)
+        task(state='failed', desired='shutdown'),
+        task(),                                # counts
+    ]
+    assert ss.count_running(tasks, {'n1'}) == 2
+
+
+@pytest.mark.parametrize('status, before, fails', [
+    (None, None, False),
+    ({'State': 'completed'}, None, False),
+    ({'State': 'updating'}, None, False),
+    ({'State': 'paused', 'Message': 'task failed'}, None, True),
+    ({'State': 'rollback_paused'}, None, True),
+    ({'State': 'rollback_started'}, None, True),
+    # A rollback that finished before our change is history, one that finished after is ours.
+    ({'State': 'rollback_completed', 'StartedAt': 'a'}, {'State': 'rollback_completed', 'StartedAt': 'a'}, False),
+    ({'State': 'rollback_completed', 'StartedAt': 'b'}, {'State': 'completed', 'StartedAt': 'a'}, True),
+])
+def test_update_status_problem(status, before, fails):
+    assert bool(ss.update_status_problem(status, before)) is fails
