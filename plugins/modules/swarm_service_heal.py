@@ -27,7 +27,7 @@ description:
     restart condition is not C(any), a slot whose newest task completed counts as satisfied.
   - Must run on a Swarm manager (or point O(docker_host) at one).
 author:
-  - boxoffice.pretix engineers
+  - boxoffice.pretix engineers (!UNKNOWN)
 requirements:
   - docker (Docker SDK for Python) >= 7.0.0
 attributes:
@@ -36,6 +36,7 @@ attributes:
     description: Reports findings and which services would be redeployed; redeploys nothing.
   diff_mode:
     support: none
+    description: Findings and actions are returned in RV(services) instead.
 options:
   stack:
     description:

@@ -23,7 +23,7 @@ description:
     nothing changed.
   - Must run on a Swarm manager (or point O(docker_host) at one).
 author:
-  - boxoffice.pretix engineers
+  - boxoffice.pretix engineers (!UNKNOWN)
 requirements:
   - docker (Docker SDK for Python) >= 7.0.0
 attributes:
