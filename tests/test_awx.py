@@ -1,0 +1,142 @@
+"""AWX configuration as code (awx/) and the execution environment it runs in.
+
+No AWX can run here, so this checks everything that can be checked offline: the playbook's
+syntax, that the data describes runnable jobs (playbooks exist, surveys are well formed and
+feed variables the playbooks read, schedules parse and fire when intended) and that the
+execution environment pins what the project is tested with.
+"""
+
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import ansible_collections
+import yaml
+from ansible.release import __version__ as core_version
+from dateutil import rrule
+
+from conftest import REPO_ROOT
+
+AWX_DIR = os.path.join(REPO_ROOT, 'awx')
+SURVEY_TYPES = {'text', 'textarea', 'password', 'integer', 'float', 'multiplechoice', 'multiselect'}
+
+
+def load(path):
+    with open(os.path.join(REPO_ROOT, path)) as handle:
+        return yaml.safe_load(handle)
+
+
+AWX_VARS = load('awx/vars.yml')
+TEMPLATES = AWX_VARS['awx_job_templates']
+SURVEYED = [t for t in TEMPLATES if 'survey' in t]
+
+
+def parse_rrule(text):
+    """Parse an AWX rrule ("DTSTART;TZID=...:... RRULE:...") the way dateutil reads iCalendar."""
+    return rrule.rrulestr(text.replace(' RRULE:', '\nRRULE:'))
+
+
+def test_configure_playbook_syntax():
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'),
+                           '--syntax-check', 'awx/configure.yml'],
+                          cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_job_templates_cover_the_operations():
+    names = [t['name'] for t in TEMPLATES]
+    assert len(names) == len(set(names))
+    playbooks = [os.path.basename(t['playbook']) for t in TEMPLATES]
+    assert playbooks == ['site.yml', 'scale.yml', 'heal.yml', 'loadtest.yml', 'teardown.yml']
+
+
+@pytest.mark.parametrize('template', TEMPLATES, ids=[t['name'] for t in TEMPLATES])
+def test_job_template_playbook_exists(template):
+    assert os.path.isfile(os.path.join(REPO_ROOT, template['playbook'])), (
+        '%s runs %s, which is not in the repository' % (template['name'], template['playbook']))
+
+
+@pytest.mark.parametrize('template', SURVEYED, ids=[t['name'] for t in SURVEYED])
+def test_survey_spec_is_valid(template):
+    survey = template['survey']
+    assert survey['name'] and 'description' in survey
+    variables = [q['variable'] for q in survey['spec']]
+    assert len(variables) == len(set(variables))
+    for question in survey['spec']:
+        assert question['question_name']
+        assert re.match(r'^[a-z_][a-z0-9_]*$', question['variable'])
+        assert question['type'] in SURVEY_TYPES
+        assert isinstance(question['required'], bool)
+        if question['type'] == 'integer':
+            assert question['min'] <= question['default'] <= question['max']
+        if question['type'] in ('multiplechoice', 'multiselect'):
+            assert question['default'] in question['choices']
+    playbook = os.path.join(REPO_ROOT, template['playbook'])
+    if os.path.isfile(playbook):
+        with open(playbook) as handle:
+            text = handle.read()
+        unused = [v for v in variables if not re.search(r'\b%s\b' % v, text)]
+        assert not unused, 'survey asks for %s, which %s never reads' % (unused, template['playbook'])
+
+
+def test_scale_survey_bounds_match_the_playbook():
+    question = next(q for q in next(t for t in TEMPLATES if t['playbook'].endswith('scale.yml'))
+                    ['survey']['spec'] if q['variable'] == 'replicas')
+    play_vars = load('playbooks/scale.yml')[0]['vars']
+    assert question['min'] == play_vars['scale_min_replicas']
+    assert question['max'] == play_vars['scale_max_replicas']
+
+
+@pytest.mark.parametrize('schedule', AWX_VARS['awx_schedules'], ids=lambda s: s['name'])
+def test_schedule_parses_and_targets_a_template(schedule):
+    assert schedule['job_template'] in [t['name'] for t in TEMPLATES]
+    assert isinstance(schedule['enabled'], bool)
+    rule = parse_rrule(schedule['rrule'])
+    start = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc)
+    assert rule.after(start) is not None
+
+
+def test_heal_runs_every_five_minutes():
+    heal = [s for s in AWX_VARS['awx_schedules'] if s['enabled']
+            and next(t for t in TEMPLATES if t['name'] == s['job_template'])['playbook'].endswith('heal.yml')]
+    assert len(heal) == 1
+    rule = parse_rrule(heal[0]['rrule'])
+    start = datetime.datetime(2026, 6, 1, 12, 1, tzinfo=datetime.timezone.utc)
+    first = rule.after(start)
+    second = rule.after(first)
+    third = rule.after(second)
+    assert [(second - first).total_seconds(), (third - second).total_seconds()] == [300, 300]
+
+
+def installed_collection_version(fqcn):
+    """Version of a collection bundled with the ansible package in the venv."""
+    namespace, name = fqcn.split('.')
+    for base in ansible_collections.__path__:
+        manifest = os.path.join(base, namespace, name, 'MANIFEST.json')
+        if os.path.isfile(manifest):
+            with open(manifest) as handle:
+                return json.load(handle)['collection_info']['version']
+    return None
+
+
+def test_execution_environment_pins_what_the_project_tests():
+    ee = load('execution-environment.yml')
+    assert ee['version'] == 3
+    deps = ee['dependencies']
+    assert deps['ansible_core']['package_pip'] == 'ansible-core==%s' % core_version
+    for collection in deps['galaxy']['collections']:
+        assert collection['version'] == installed_collection_version(collection['name']), collection
+    galaxy = load('galaxy.yml')
+    assert set(galaxy['dependencies']) <= set(c['name'] for c in deps['galaxy']['collections'])
+    with open(os.path.join(REPO_ROOT, 'requirements.txt')) as handle:
+        pins = dict(line.strip().split('==') for line in handle
+                    if '==' in line and not line.startswith('#'))
+    for requirement in deps['python']:
+        name, version = requirement.split('==')
+        if name in pins:
+            assert pins[name] == version, requirement
+    assert any(r.startswith('docker==') for r in deps['python'])
