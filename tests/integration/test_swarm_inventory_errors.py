@@ -25,10 +25,8 @@ def run_playbook(*args, inventory=None):
 
 @pytest.fixture(scope='module')
 def fresh_node():
-    extra = ['-e', 'test_cluster_image=' + os.environ['BOXOFFICE_TEST_NODE_IMAGE']] \
-        if os.environ.get('BOXOFFICE_TEST_NODE_IMAGE') else []
     created = run_playbook('playbooks/test-cluster.yml', '-e', 'test_cluster_name=' + CLUSTER,
-                           '-e', 'test_cluster_node_count=1', *extra)
+                           '-e', 'test_cluster_node_count=1')
     assert created.returncode == 0, created.stdout[-3000:]
     yield NODE
     run_playbook('playbooks/test-cluster.yml', '-e', 'test_cluster_name=' + CLUSTER,
