@@ -47,15 +47,15 @@ def docker_client():
     client.close()
 
 
-@pytest.fixture(scope='session')
-def busybox_image(docker_client):
+def build_busybox_image(client):
     """Tag boxoffice-test/busybox:latest, a tiny image made from the host's static busybox.
 
     No registry is reachable here, so the image is imported from a tar built in memory.
+    Raises RuntimeError when the host has no static busybox.
     """
     if not os.path.exists(BUSYBOX_BINARY):
-        pytest.fail('%s is missing: install the Debian package busybox-static '
-                    '(apt-get install -y busybox-static; .ci/run does this).' % BUSYBOX_BINARY)
+        raise RuntimeError('%s is missing: install the Debian package busybox-static '
+                           '(apt-get install -y busybox-static; .ci/run does this).' % BUSYBOX_BINARY)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode='w') as tar:
         tar.add(BUSYBOX_BINARY, arcname='bin/busybox')
@@ -65,10 +65,18 @@ def busybox_image(docker_client):
             link.linkname = 'busybox'
             tar.addfile(link)
     repository, tag = BUSYBOX_IMAGE.split(':')
-    docker_client.api.import_image_from_data(
-        buffer.getvalue(), repository=repository, tag=tag,
-        changes=['CMD ["sh"]', 'ENV PATH=/bin'])
+    client.api.import_image_from_data(buffer.getvalue(), repository=repository, tag=tag,
+                                      changes=['CMD ["sh"]', 'ENV PATH=/bin'])
     return BUSYBOX_IMAGE
+
+
+@pytest.fixture(scope='session')
+def busybox_image(docker_client):
+    """The busybox test image (see build_busybox_image)."""
+    try:
+        return build_busybox_image(docker_client)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
