@@ -60,8 +60,9 @@ def main():
                 seconds = result['services'][0]['seconds']
                 if replicas in samples:
                     samples[replicas].append(seconds)
-                    print('%-6d %-9s %12.2f %12.2f %12.2f' % (round_number, '%d->%d' % (previous, replicas),
-                                                            seconds, seconds - options.monitor, wall))
+                    step = '%d->%d' % (previous, replicas)
+                    print('%-6d %-9s %12.2f %12.2f %12.2f'
+                          % (round_number, step, seconds, seconds - options.monitor, wall))
                 previous = replicas
         for replicas in STEPS:
             values = samples[replicas]

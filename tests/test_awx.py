@@ -26,7 +26,7 @@ SURVEY_TYPES = {'text', 'textarea', 'password', 'integer', 'float', 'multiplecho
 
 
 def load(path):
-    with open(os.path.join(REPO_ROOT, path)) as handle:
+    with open(os.path.join(REPO_ROOT, path), encoding='utf-8') as handle:
         return yaml.safe_load(handle)
 
 
@@ -77,7 +77,7 @@ def test_survey_spec_is_valid(template):
             assert question['default'] in question['choices']
     playbook = os.path.join(REPO_ROOT, template['playbook'])
     if os.path.isfile(playbook):
-        with open(playbook) as handle:
+        with open(playbook, encoding='utf-8') as handle:
             text = handle.read()
         unused = [v for v in variables if not re.search(r'\b%s\b' % v, text)]
         assert not unused, 'survey asks for %s, which %s never reads' % (unused, template['playbook'])
@@ -118,7 +118,7 @@ def installed_collection_version(fqcn):
     for base in ansible_collections.__path__:
         manifest = os.path.join(base, namespace, name, 'MANIFEST.json')
         if os.path.isfile(manifest):
-            with open(manifest) as handle:
+            with open(manifest, encoding='utf-8') as handle:
                 return json.load(handle)['collection_info']['version']
     return None
 
@@ -132,7 +132,7 @@ def test_execution_environment_pins_what_the_project_tests():
         assert collection['version'] == installed_collection_version(collection['name']), collection
     galaxy = load('galaxy.yml')
     assert set(galaxy['dependencies']) <= set(c['name'] for c in deps['galaxy']['collections'])
-    with open(os.path.join(REPO_ROOT, 'requirements.txt')) as handle:
+    with open(os.path.join(REPO_ROOT, 'requirements.txt'), encoding='utf-8') as handle:
         pins = dict(line.strip().split('==') for line in handle
                     if '==' in line and not line.startswith('#'))
     for requirement in deps['python']:

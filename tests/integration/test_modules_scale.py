@@ -8,6 +8,8 @@ from conftest import run_ansible_module, running_task_count
 
 MODULE = 'boxoffice.pretix.swarm_service_scale'
 SYSTEM_PYTHON = '/usr/bin/python3'
+SYSTEM_PYTHON_HAS_DOCKER = subprocess.run(
+    [SYSTEM_PYTHON, '-c', 'import docker'], check=False, capture_output=True).returncode == 0
 
 
 def replicas_of(client, service_id):
@@ -95,8 +97,7 @@ def test_bad_counts_are_refused(docker_client, busybox_service, args, message):
     assert spec_version(docker_client, service_id) == version
 
 
-def test_unknown_service_lists_existing_and_changes_nothing(docker_client, busybox_service,
-                                                             unique_name):
+def test_unknown_service_lists_existing_and_changes_nothing(docker_client, busybox_service, unique_name):
     stack = unique_name('stack')
     web_id, _ = busybox_service(name=stack + '_web', replicas=1)
     busybox_service(name=stack + '_worker', replicas=1)
@@ -137,8 +138,7 @@ def test_service_that_cannot_run_fails_with_timeout(docker_client, busybox_servi
     assert replicas_of(docker_client, service_id) == 2
 
 
-@pytest.mark.skipif(subprocess.run([SYSTEM_PYTHON, '-c', 'import docker'], check=False,
-                                    capture_output=True).returncode == 0,
+@pytest.mark.skipif(SYSTEM_PYTHON_HAS_DOCKER,
                     reason='%s can import docker, so it cannot show the missing-library error'
                     % SYSTEM_PYTHON)
 def test_missing_library_message_names_the_sdk():
