@@ -1,0 +1,354 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) boxoffice.pretix engineers
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: pretix_bootstrap
+short_description: Replace pretix's default admin password and create a demo organiser, event, product, quota and API token
+version_added: 0.1.0
+author: boxoffice.pretix engineers
+description:
+  - Runs a Django snippet inside a running, healthy container of a pretix web service on the
+    Docker host the module runs against (found through the Docker SDK by the Swarm service label),
+    so it uses pretix's own models, configuration and database connection.
+  - Sets the password of O(admin_email) (pretix creates C(admin@localhost) with password C(admin)
+    on its first migration) to O(admin_password).
+  - When O(organizer) is given, makes sure the organiser, a team with every permission that the
+    admin belongs to, and optionally an API token with the value O(api_token) exist; when O(event)
+    is given as well, makes sure the event exists, is live, accepts the manual payment method,
+    asks for attendee names, and sells O(product) from a quota of O(quota_size).
+  - Everything is compared first and only written when different, so a second run reports
+    C(changed=false). Nothing that already exists is deleted.
+  - In check mode the same snippet runs inside a database transaction that is rolled back.
+requirements:
+  - docker (the Docker SDK for Python, tested with docker==7.2.0)
+options:
+  service:
+    description: Swarm service whose running task container is used (must run on this Docker host).
+    type: str
+    default: pretix-web
+  docker_host:
+    description: Docker daemon to talk to; by default the environment (C(DOCKER_HOST)) or the local socket.
+    type: str
+  timeout:
+    description: Seconds to wait for a healthy container of O(service) and for the snippet to finish.
+    type: int
+    default: 300
+  admin_email:
+    description: E-mail (login) of the pretix administrator.
+    type: str
+    default: admin@localhost
+  admin_password:
+    description: Password the administrator must have. Never logged.
+    type: str
+    required: true
+  organizer:
+    description: Organiser to create; omit to only set the admin password.
+    type: dict
+    suboptions:
+      slug:
+        description: Short name used in URLs (letters, digits, dashes).
+        type: str
+        required: true
+      name:
+        description: Display name.
+        type: str
+        required: true
+  event:
+    description: Event of O(organizer) to create. Requires O(organizer).
+    type: dict
+    suboptions:
+      slug:
+        description: Short name used in URLs.
+        type: str
+        required: true
+      name:
+        description: Display name.
+        type: str
+        required: true
+      currency:
+        description: Three-letter currency code.
+        type: str
+        default: EUR
+      date_from:
+        description: Start as an ISO 8601 date-time; only used when the event is created. Defaults to one year from now.
+        type: str
+  product:
+    description: Admission product sold in O(event).
+    type: dict
+    default: {}
+    suboptions:
+      name:
+        description: Display name; also the key by which an existing product is found.
+        type: str
+        default: Admission
+      price:
+        description: Price in the event's currency.
+        type: str
+        default: "10.00"
+  quota_size:
+    description: Size of the quota the product is sold from.
+    type: int
+    default: 10000
+  api_token:
+    description:
+      - Value of an API token for the organiser's team (for example generated and kept by the
+        boxoffice.pretix.secrets role). Created when no token of the team has this value. Never logged.
+    type: str
+  api_token_name:
+    description: Name of the API token.
+    type: str
+    default: boxoffice
+'''
+
+EXAMPLES = r'''
+- name: Replace the default admin password and create the demo shop
+  boxoffice.pretix.pretix_bootstrap:
+    admin_password: "{{ lookup('ansible.builtin.unvault', secrets_dir ~ '/pretix_admin_password.vault') }}"
+    organizer:
+      slug: demo
+      name: Demo organiser
+    event:
+      slug: concert
+      name: Demo concert
+    product:
+      name: Admission
+      price: "25.00"
+    quota_size: 10000
+    api_token: "{{ lookup('ansible.builtin.unvault', secrets_dir ~ '/pretix_api_token.vault') }}"
+'''
+
+RETURN = r'''
+changes:
+  description: What was (or, in check mode, would be) created or changed.
+  returned: always
+  type: list
+  elements: str
+  sample: ["admin password", "organizer demo", "event demo/concert", "quota Admission"]
+container:
+  description: Name of the container the snippet ran in.
+  returned: always
+  type: str
+  sample: pretix-web.1.kq4s9bz0mv2tq6d0l3qzj8x0m
+event_url:
+  description: Public path of the event's shop, relative to pretix's URL.
+  returned: when O(event) is given
+  type: str
+  sample: /demo/concert/
+'''
+
+import json
+import time
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+try:
+    import docker
+    from docker.errors import DockerException
+    HAS_DOCKER = True
+    DOCKER_IMPORT_ERROR = None
+except ImportError:
+    HAS_DOCKER = False
+    DOCKER_IMPORT_ERROR = traceback.format_exc()
+
+RESULT_MARKER = 'BOXOFFICE-BOOTSTRAP-RESULT:'
+
+# Executed by pretix's own Python inside the container. Parameters arrive in the
+# environment of the exec (not on the command line, where `ps` would show the password).
+SNIPPET = r'''
+import datetime, decimal, json, os
+import django
+django.setup()
+from django.db import transaction
+from django.utils.timezone import now
+from django_scopes import scopes_disabled
+from pretix.base.models import Event, Item, Organizer, Quota, Team, User
+from pretix.base.models.organizer import TeamAPIToken
+
+p = json.loads(os.environ["BOOTSTRAP_PARAMS"])
+changes = []
+result = {}
+
+
+def ensure_attrs(obj, label, **wanted):
+    diff = {k: v for k, v in wanted.items() if getattr(obj, k) != v}
+    if diff:
+        for k, v in diff.items():
+            setattr(obj, k, v)
+        obj.save()
+        changes.append("%s: %s" % (label, ", ".join(sorted(diff))))
+
+
+def ensure_settings(obj, label, **wanted):
+    diff = [k for k, v in wanted.items() if obj.settings.get(k, as_type=type(v)) != v]
+    for k in diff:
+        obj.settings.set(k, wanted[k])
+    if diff:
+        changes.append("%s settings: %s" % (label, ", ".join(sorted(diff))))
+
+
+with scopes_disabled(), transaction.atomic():
+    user = User.objects.filter(email__iexact=p["admin_email"]).first()
+    if user is None:
+        user = User.objects.create_user(p["admin_email"], p["admin_password"], is_staff=True)
+        changes.append("admin %s created" % p["admin_email"])
+    elif not user.check_password(p["admin_password"]):
+        user.set_password(p["admin_password"])
+        user.save()
+        changes.append("admin password")
+
+    org_p = p.get("organizer")
+    if org_p:
+        org = Organizer.objects.filter(slug=org_p["slug"]).first()
+        if org is None:
+            org = Organizer.objects.create(slug=org_p["slug"], name=org_p["name"])
+            changes.append("organizer %s" % org.slug)
+        ensure_attrs(org, "organizer", name=org_p["name"])
+
+        team = Team.objects.filter(organizer=org, name="Administrators").first()
+        if team is None:
+            team = Team.objects.create(organizer=org, name="Administrators")
+            changes.append("team Administrators")
+        ensure_attrs(team, "team", all_events=True, all_event_permissions=True,
+                     all_organizer_permissions=True)
+        if not team.members.filter(pk=user.pk).exists():
+            team.members.add(user)
+            changes.append("team member %s" % user.email)
+
+        if p.get("api_token"):
+            if not TeamAPIToken.objects.filter(team=team, token=p["api_token"]).exists():
+                TeamAPIToken.objects.create(team=team, name=p["api_token_name"], token=p["api_token"])
+                changes.append("api token %s" % p["api_token_name"])
+
+        ev_p = p.get("event")
+        if ev_p:
+            event = Event.objects.filter(organizer=org, slug=ev_p["slug"]).first()
+            if event is None:
+                date_from = (datetime.datetime.fromisoformat(ev_p["date_from"]) if ev_p.get("date_from")
+                             else now() + datetime.timedelta(days=365))
+                if date_from.tzinfo is None:
+                    date_from = date_from.replace(tzinfo=datetime.timezone.utc)
+                event = Event.objects.create(organizer=org, slug=ev_p["slug"], name=ev_p["name"],
+                                             currency=ev_p["currency"], date_from=date_from)
+                event.set_defaults()
+                changes.append("event %s/%s" % (org.slug, event.slug))
+            ensure_settings(event, "event", payment_manual__enabled=True,
+                            attendee_names_asked=True, attendee_names_required=True)
+
+            prod_p = p["product"]
+            price = decimal.Decimal(prod_p["price"])
+            item = Item.objects.filter(event=event, internal_name=prod_p["name"]).first()
+            if item is None:
+                item = Item.objects.create(event=event, name=prod_p["name"], internal_name=prod_p["name"],
+                                           default_price=price, admission=True, active=True)
+                changes.append("product %s" % prod_p["name"])
+            ensure_attrs(item, "product", default_price=price, active=True)
+
+            quota = Quota.objects.filter(event=event, name=prod_p["name"]).first()
+            if quota is None:
+                quota = Quota.objects.create(event=event, name=prod_p["name"], size=p["quota_size"])
+                changes.append("quota %s" % prod_p["name"])
+            ensure_attrs(quota, "quota", size=p["quota_size"])
+            if not quota.items.filter(pk=item.pk).exists():
+                quota.items.add(item)
+                changes.append("quota %s items" % prod_p["name"])
+
+            # Going live is last: pretix refuses to sell from an event without quotas.
+            ensure_attrs(event, "event", live=True)
+            result["event_url"] = "/%s/%s/" % (org.slug, event.slug)
+
+    if p["check_mode"]:
+        transaction.set_rollback(True)
+
+result["changes"] = changes
+print("''' + RESULT_MARKER + r'''" + json.dumps(result))
+'''
+
+
+def find_container(client, service, deadline):
+    """Return a healthy running task container of the service on this host, waiting for one."""
+    filters = {'label': 'com.docker.swarm.service.name=%s' % service, 'status': 'running'}
+    while True:
+        containers = client.containers.list(filters=filters)
+        for container in containers:
+            health = container.attrs.get('State', {}).get('Health', {}).get('Status')
+            if health in (None, 'healthy'):
+                return container
+        if time.time() > deadline:
+            raise RuntimeError(
+                'No healthy running container of service %s on this Docker host after waiting '
+                '(found %d running, none healthy). Is the service deployed and are its tasks '
+                'scheduled on this node?' % (service, len(containers)))
+        time.sleep(3)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            service=dict(type='str', default='pretix-web'),
+            docker_host=dict(type='str'),
+            timeout=dict(type='int', default=300),
+            admin_email=dict(type='str', default='admin@localhost'),
+            admin_password=dict(type='str', required=True, no_log=True),
+            organizer=dict(type='dict', options=dict(
+                slug=dict(type='str', required=True),
+                name=dict(type='str', required=True),
+            )),
+            event=dict(type='dict', options=dict(
+                slug=dict(type='str', required=True),
+                name=dict(type='str', required=True),
+                currency=dict(type='str', default='EUR'),
+                date_from=dict(type='str'),
+            )),
+            product=dict(type='dict', default={}, options=dict(
+                name=dict(type='str', default='Admission'),
+                price=dict(type='str', default='10.00'),
+            )),
+            quota_size=dict(type='int', default=10000),
+            api_token=dict(type='str', no_log=True),
+            api_token_name=dict(type='str', default='boxoffice'),
+        ),
+        required_by=dict(event=['organizer'], api_token=['organizer']),
+        supports_check_mode=True,
+    )
+    if not HAS_DOCKER:
+        module.fail_json(msg=missing_required_lib('docker'), exception=DOCKER_IMPORT_ERROR)
+
+    p = module.params
+    if len(p['admin_password']) < 8:
+        module.fail_json(msg='admin_password must have at least 8 characters.')
+    if p['quota_size'] < 1:
+        module.fail_json(msg='quota_size must be at least 1 (got %d).' % p['quota_size'])
+    if p['api_token'] is not None and not 16 <= len(p['api_token']) <= 64:
+        module.fail_json(msg='api_token must have 16 to 64 characters (pretix stores at most 64).')
+
+    params = dict(
+        admin_email=p['admin_email'], admin_password=p['admin_password'],
+        organizer=p['organizer'], event=p['event'], product=p['product'],
+        quota_size=p['quota_size'], api_token=p['api_token'], api_token_name=p['api_token_name'],
+        check_mode=module.check_mode,
+    )
+    try:
+        client = docker.DockerClient(base_url=p['docker_host']) if p['docker_host'] else docker.from_env()
+        container = find_container(client, p['service'], time.time() + p['timeout'])
+        exit_code, output = container.exec_run(
+            ['python', '-c', SNIPPET], environment={'BOOTSTRAP_PARAMS': json.dumps(params)})
+    except (DockerException, RuntimeError) as exc:
+        module.fail_json(msg=str(exc))
+
+    text = output.decode('utf-8', 'replace')
+    lines = [line for line in text.splitlines() if line.startswith(RESULT_MARKER)]
+    if exit_code != 0 or not lines:
+        module.fail_json(msg='The bootstrap snippet failed in container %s (exit code %s).'
+                         % (container.name, exit_code), output=text[-4000:])
+    result = json.loads(lines[-1][len(RESULT_MARKER):])
+    module.exit_json(changed=bool(result['changes']), container=container.name, **result)
+
+
+if __name__ == '__main__':
+    main()

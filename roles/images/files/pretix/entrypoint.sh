@@ -1,0 +1,65 @@
+#!/bin/sh
+# One image, several process types; the mode is recorded so that the single
+# image-level HEALTHCHECK knows what to probe.
+set -eu
+
+mode="${1:-web}"
+[ "$#" -gt 0 ] && shift
+echo "$mode" > /tmp/pretix-mode
+
+# Celery accepts the Redis password only inside its URL. The URL is composed
+# here from the secret file so that the password never appears in the service
+# definition (docker inspect), only in this process's environment.
+if [ -n "${BOXOFFICE_REDIS_PASSWORD_FILE:-}" ]; then
+  redis_password=$(cat "$BOXOFFICE_REDIS_PASSWORD_FILE")
+  if [ -n "${BOXOFFICE_CELERY_BROKER:-}" ]; then
+    export PRETIX_CELERY_BROKER="redis://:${redis_password}@${BOXOFFICE_CELERY_BROKER#redis://}"
+  fi
+  if [ -n "${BOXOFFICE_CELERY_BACKEND:-}" ]; then
+    export PRETIX_CELERY_BACKEND="redis://:${redis_password}@${BOXOFFICE_CELERY_BACKEND#redis://}"
+  fi
+  unset redis_password
+fi
+
+case "$mode" in
+  web)
+    exec gunicorn pretix.wsgi \
+      --name pretix \
+      --bind "0.0.0.0:8000" \
+      --workers "${PRETIX_WEB_WORKERS:-2}" \
+      --timeout "${PRETIX_WEB_TIMEOUT:-60}" \
+      --max-requests "${PRETIX_WEB_MAX_REQUESTS:-1200}" \
+      --max-requests-jitter 50 \
+      --forwarded-allow-ips '*' \
+      --access-logfile - \
+      "$@"
+    ;;
+  worker)
+    exec celery -A pretix.celery_app worker \
+      --loglevel INFO \
+      --concurrency "${PRETIX_WORKER_CONCURRENCY:-2}" \
+      --queues "${PRETIX_WORKER_QUEUES:-default,checkout,mail,background,notifications}" \
+      --hostname "pretix@%h" \
+      "$@"
+    ;;
+  cron)
+    interval="${PRETIX_CRON_INTERVAL:-60}"
+    while :; do
+      # A failing run must not kill the loop: the next period retries, and the
+      # heartbeat (only written on success) makes the healthcheck report it.
+      if python -m pretix runperiodic; then
+        date +%s > /tmp/pretix-cron-heartbeat
+      fi
+      sleep "$interval"
+    done
+    ;;
+  migrate)
+    exec python -m pretix migrate --noinput "$@"
+    ;;
+  shell|manage)
+    exec python -m pretix "$@"
+    ;;
+  *)
+    exec "$mode" "$@"
+    ;;
+esac
