@@ -12,9 +12,11 @@ short_description: Find unhealthy Docker Swarm services and redeploy them with a
 version_added: 0.1.0
 description:
   - Inspects all Swarm services, or those of one O(stack) or carrying O(labels), and looks for
-    fewer running replicas than desired, tasks that failed or were rejected in the last
-    O(recent) seconds, restart loops (more than O(restart_threshold) such failures) and
-    paused updates.
+    fewer running replicas than desired, tasks stuck on their way to running for longer than
+    O(recent) seconds, tasks that failed or were rejected in the last O(recent) seconds,
+    restart loops (more than O(restart_threshold) such failures) and paused updates.
+  - Replicas that are still starting (for less than O(recent) seconds) are not counted as
+    missing, so a heal right after a deploy leaves slow-starting services alone.
   - Each unhealthy service is redeployed with a rolling force update (its
     C(TaskTemplate.ForceUpdate) counter is incremented; the rest of the spec is kept as is),
     then the module waits until it has converged under the same rule as
@@ -177,6 +179,9 @@ from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services im
 
 STACK_LABEL = 'com.docker.stack.namespace'
 FAILED_STATES = ('failed', 'rejected')
+# Task states on the way to running. A task in one of them is Swarm still at work, unless it
+# has been stuck there longer than the recent window (no node fits, image missing, ...).
+STARTING_STATES = ('new', 'allocated', 'pending', 'assigned', 'accepted', 'preparing', 'ready', 'starting')
 
 
 def select_services(services, stack, labels):
@@ -214,14 +219,27 @@ def inspect_health(service, tasks, ready, recent, restart_threshold, now):
         desired = replicas
     condition = ((spec['TaskTemplate'].get('RestartPolicy') or {}).get('Condition')) or 'any'
     satisfied = running + (completed_slots(tasks) if condition != 'any' else 0)
+    since = now - datetime.timedelta(seconds=recent)
+    starting = [task for task in tasks
+                if task.get('DesiredState') == 'running'
+                and (task.get('Status') or {}).get('State') in STARTING_STATES]
+    stuck = [task for task in starting
+             if (parse_timestamp(task['Status'].get('Timestamp')) or now) < since]
 
     findings = []
-    if satisfied < desired:
+    # Replicas still starting (within the window) are not missing: a heal run right after a
+    # deploy must not restart a slow-starting service (e.g. one waiting for its healthcheck).
+    if satisfied + len(starting) - len(stuck) < desired:
         findings.append(dict(kind='under_replicated',
-                             detail='%d of %d replicas running' % (running, desired)))
+                             detail='%d of %d replicas running, %d starting, %d stuck starting'
+                             % (running, desired, len(starting) - len(stuck), len(stuck))))
+    if stuck:
+        findings.append(dict(kind='stuck_starting', count=len(stuck), detail='; '.join(sorted(
+            'task %s %s since %s: %s' % (task['ID'][:12], task['Status']['State'], task['Status'].get('Timestamp'),
+                                         task['Status'].get('Err') or task['Status'].get('Message') or 'no message')
+            for task in stuck))))
 
     # Failures from before the last spec change belong to the previous deployment.
-    since = now - datetime.timedelta(seconds=recent)
     updated_at = parse_timestamp(service.get('UpdatedAt'))
     if updated_at and updated_at > since:
         since = updated_at

@@ -39,6 +39,17 @@ def test_missing_replica_is_under_replicated():
     assert [f['kind'] for f in found] == ['under_replicated']
 
 
+def test_replica_still_starting_is_not_missing():
+    desired, running, found = findings(service(), [task(slot=1), task('starting', ago=30, slot=2)])
+    assert (desired, running, found) == (2, 1, [])
+
+
+def test_replica_stuck_starting_beyond_the_window_is_reported():
+    found = findings(service(), [task(slot=1), task('pending', ago=900, slot=2)])[2]
+    assert [f['kind'] for f in found] == ['under_replicated', 'stuck_starting']
+    assert '1 stuck starting' in found[0]['detail'] and 'pending since' in found[1]['detail']
+
+
 def test_failures_inside_the_window_only():
     tasks = [task(slot=1), task(slot=2), task('failed', 'shutdown', ago=60, slot=2),
              task('rejected', 'shutdown', ago=4000, slot=2)]
