@@ -25,5 +25,5 @@ done
 chown postgres:postgres "$passwd_file"
 
 # -D: forget node states from a previous run; the health checks establish them afresh.
-exec setpriv --reuid=postgres --regid=postgres --init-groups \
+exec env HOME=/var/lib/postgresql USER=postgres setpriv --reuid=postgres --regid=postgres --init-groups \
   pgpool -n -D -f "$PGPOOL_CONFIG" -a "$PGPOOL_HBA" -F /etc/pgpool2/pcp.conf

@@ -23,4 +23,4 @@ printf '*:5432:*:repmgr:%s\n*:5432:replication:repmgr:%s\n' "$repmgr_pw" "$repmg
   > /var/lib/postgresql/.pgpass
 chown postgres:postgres /var/lib/postgresql/.pgpass
 
-exec setpriv --reuid=postgres --regid=postgres --init-groups /usr/local/bin/pg-node.sh
+exec env HOME=/var/lib/postgresql USER=postgres setpriv --reuid=postgres --regid=postgres --init-groups /usr/local/bin/pg-node.sh

@@ -60,7 +60,8 @@ find_other_primary() {
   local node
   for node in $PG_NODES; do
     [ "$node" = "$PG_NODE_NAME" ] && continue
-    if [ "$(sql_peer "$node" 'SELECT NOT pg_is_in_recovery()')" = "t" ]; then
+    # A primary counts once repmgr has registered it (a clone needs the repmgr metadata).
+    if [ "$(sql_peer "$node" "SELECT NOT pg_is_in_recovery() AND EXISTS (SELECT 1 FROM repmgr.nodes WHERE type = 'primary' AND active)")" = "t" ]; then
       echo "$node"; return 0
     fi
   done
@@ -77,6 +78,11 @@ wait_for_primary() {
 }
 
 start_pg() { $PG_CTL -l "$LOG_FIFO" start >&2; }
+
+# Swarm adds a task to DNS only once its healthcheck passes; repmgr reaches this node by name.
+wait_for_own_dns() {
+  until getent hosts "$PG_NODE_NAME" >/dev/null; do sleep 1; done
+}
 
 point_config_outside_datadir() {
   echo "include '/etc/boxoffice/postgresql.conf'" > "$PGDATA/postgresql.conf"
@@ -133,6 +139,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     point_config_outside_datadir
     start_pg
     apply_roles
+    wait_for_own_dns
     repmgr -f "$CONF" primary register --force >&2
   else
     primary=$(wait_for_primary)
@@ -140,6 +147,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     rm -rf "${PGDATA:?}"/*
     repmgr -f "$CONF" -h "$primary" -U repmgr -d repmgr standby clone --fast-checkpoint >&2
     start_pg
+    wait_for_own_dns
     repmgr -f "$CONF" standby register --force >&2
   fi
 elif primary=$(find_other_primary); then
@@ -159,6 +167,7 @@ else
   log "existing primary data and no other primary reachable: starting as primary"
   start_pg
   apply_roles
+  wait_for_own_dns
   repmgr -f "$CONF" primary register --force >&2
 fi
 

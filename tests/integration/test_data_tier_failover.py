@@ -1,0 +1,304 @@
+"""Failover drills for the data tier against the real Swarm deployment of playbooks/data.yml.
+
+The playbook is run with test names (prefix bxtest-dt-) so the drill never touches a real stack
+on the shared daemon. A client container on the test network writes a row every 100 ms through
+pgpool; the primary's service is scaled to 0. Asserted: a standby is promoted, writes resume,
+no acknowledged write is lost, the old primary rejoins as a standby and exactly one primary
+exists. Measured and printed (never asserted): the time from the stop to the first successful
+write, also appended to reports/failover.jsonl.
+
+Takes about 4 minutes with images already built (first image build adds ~2 minutes).
+Set BOXOFFICE_BASE_IMAGE to the debootstrapped base (default boxoffice/base:manual).
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import docker
+import pytest
+
+from conftest import REPO_ROOT, TEST_PREFIX, wait_for
+
+PREFIX = TEST_PREFIX + 'dt-'
+BASE_IMAGE = os.environ.get('BOXOFFICE_BASE_IMAGE', 'boxoffice/base:manual')
+NETWORK = PREFIX + 'db'
+PG_NODES = [PREFIX + 'pg-%d' % i for i in range(3)]
+PGPOOL = PREFIX + 'pgpool'
+SECRET_PREFIX = PREFIX.replace('-', '_')
+REPMGR_CONF = '/etc/boxoffice/repmgr.conf'
+REPORT = os.path.join(REPO_ROOT, 'reports', 'failover.jsonl')
+
+
+def build_context(client, name):
+    """Build roles/images/files/<name> tagged by a hash of the context (unchanged = cached)."""
+    context = os.path.join(REPO_ROOT, 'roles', 'images', 'files', name)
+    digest = hashlib.sha256(BASE_IMAGE.encode())
+    for root, _, files in sorted(os.walk(context)):
+        for filename in sorted(files):
+            path = os.path.join(root, filename)
+            digest.update(os.path.relpath(path, context).encode())
+            with open(path, 'rb') as handle:
+                digest.update(handle.read())
+    tag = 'boxoffice-test/%s:%s' % (name, digest.hexdigest()[:12])
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        client.images.build(path=context, tag=tag, buildargs={'BASE_IMAGE': BASE_IMAGE}, rm=True)
+    return tag
+
+
+def run_playbook(extra_vars, tmp_path, check=True):
+    vars_file = tmp_path / 'vars.json'
+    vars_file.write_text(json.dumps(extra_vars))
+    proc = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'),
+         os.path.join('playbooks', 'data.yml'), '-e', '@%s' % vars_file],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False,
+        env=dict(os.environ, ANSIBLE_NOCOLOR='1'))
+    if check:
+        assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    return proc
+
+
+def recap_changed(output):
+    line = [l for l in output.splitlines() if 'changed=' in l][-1]
+    return int(line.split('changed=')[1].split()[0])
+
+
+def task_container(client, service):
+    """The running container of a one-replica service on this node, or None."""
+    found = client.containers.list(filters={'label': 'com.docker.swarm.service.name=%s' % service,
+                                            'status': 'running'})
+    return found[0] if found else None
+
+
+def exec_out(container, cmd, user='postgres'):
+    code, output = container.exec_run(cmd, user=user)
+    return code, output.decode(errors='replace')
+
+
+def cluster_rows(client, via):
+    """Rows of `repmgr cluster show` run on node `via`: (name, role, running)."""
+    container = task_container(client, via)
+    if container is None:
+        return []
+    _, plain = exec_out(container, ['repmgr', '-f', REPMGR_CONF, 'cluster', 'show'])
+    rows = []
+    for line in plain.splitlines():
+        cells = [c.strip() for c in line.split('|')]
+        if len(cells) >= 4 and cells[0].isdigit():
+            rows.append((cells[1], cells[2], cells[3] in ('* running', 'running')))
+    return rows
+
+
+def is_in_recovery(client, node):
+    container = task_container(client, node)
+    if container is None:
+        return None
+    code, output = exec_out(container, ['psql', '-XAtqc', 'SELECT pg_is_in_recovery()'])
+    return output.strip() if code == 0 else None
+
+
+@pytest.fixture(scope='module')
+def data_tier(docker_client, tmp_path_factory):
+    client = docker_client
+    tmp_path = tmp_path_factory.mktemp('data_tier')
+    images = {name: build_context(client, name) for name in ('postgres', 'pgpool')}
+    node_id = client.info()['Swarm']['NodeID']
+    node = client.nodes.get(node_id)
+    spec = node.attrs['Spec']
+    labels = dict(spec.get('Labels') or {})
+    added = {'boxoffice.%s' % name: 'true' for name in PG_NODES}
+    spec['Labels'] = dict(labels, **added)
+    node.update(spec)
+    network = client.networks.create(NETWORK, driver='overlay', attachable=True)
+    extra_vars = {
+        'secrets_dir': str(tmp_path / 'secrets'),
+        'secrets_vault_password_file': str(tmp_path / 'vault-password'),
+        'secrets_docker_prefix': SECRET_PREFIX,
+        'postgres_repmgr_nodes': PG_NODES,
+        'postgres_repmgr_network': NETWORK,
+        'postgres_repmgr_volume_prefix': SECRET_PREFIX + 'pgdata_',
+        'postgres_repmgr_image': images['postgres'],
+        'pgpool_service_name': PGPOOL,
+        'pgpool_backends': PG_NODES,
+        'pgpool_network': NETWORK,
+        'pgpool_image': images['pgpool'],
+    }
+    try:
+        first = run_playbook(extra_vars, tmp_path)
+        yield {'client': client, 'vars': extra_vars, 'tmp': tmp_path, 'images': images,
+               'first_run': first}
+    finally:
+        teardown(client, node_id, added, network)
+
+
+def teardown(client, node_id, added, network):
+    services = [s for s in client.services.list() if s.name.startswith(PREFIX)]
+    for service in services:
+        service.remove()
+    for container in client.containers.list(all=True, filters={'name': PREFIX}):
+        if 'com.docker.swarm.service.name' not in container.labels:
+            container.remove(force=True)
+    wait_for(lambda: not [c for c in client.containers.list(all=True)
+                          if c.labels.get('com.docker.swarm.service.name', '').startswith(PREFIX)],
+             timeout=120, message='test task containers to go away')
+    for volume in client.volumes.list():
+        if volume.name.startswith(SECRET_PREFIX):
+            volume.remove(force=True)
+    for kind in (client.secrets, client.configs):
+        for item in kind.list():
+            if item.name.startswith(SECRET_PREFIX) or item.name.startswith(PREFIX):
+                item.remove()
+    network.remove()
+    node = client.nodes.get(node_id)
+    spec = node.attrs['Spec']
+    spec['Labels'] = {k: v for k, v in (spec.get('Labels') or {}).items() if k not in added}
+    node.update(spec)
+
+
+def read_secret(data_tier, name):
+    tmp = data_tier['tmp']
+    return subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), 'ansible-vault'), 'view',
+         '--vault-password-file', str(tmp / 'vault-password'), str(tmp / 'secrets' / ('%s.vault' % name))],
+        capture_output=True, text=True, check=True).stdout.strip()
+
+
+def wait_cluster_healthy(client, expect_nodes):
+    def healthy():
+        for via in PG_NODES:
+            rows = cluster_rows(client, via)
+            if len(rows) == len(expect_nodes) and all(r[2] for r in rows) and \
+                    sum(1 for r in rows if r[1] == 'primary') == 1:
+                return rows
+        return None
+    return wait_for(healthy, timeout=300, message='all PostgreSQL nodes running with one primary')
+
+
+WRITER = r'''
+i=0
+while :; do
+  i=$((i+1))
+  if psql "host=%s user=pretix dbname=pretix connect_timeout=1" -XAtq \
+       -c "INSERT INTO drill(id) VALUES ($i)" >/dev/null 2>&1; then s=ok; else s=fail; fi
+  echo "$s $i $(date +%%s.%%N)"
+  sleep 0.1
+done
+'''
+
+
+def start_writer(data_tier):
+    client = data_tier['client']
+    pgpass = data_tier['tmp'] / 'pgpass'
+    pgpass.write_text('*:*:*:pretix:%s\n' % read_secret(data_tier, 'pg_pretix_password'))
+    pgpass.chmod(0o600)
+    common = dict(image=data_tier['images']['postgres'], network=NETWORK, user='root',
+                  environment={'PGPASSFILE': '/pgpass'},
+                  volumes={str(pgpass): {'bind': '/pgpass', 'mode': 'ro'}})
+    setup = client.containers.run(
+        entrypoint=['psql', 'host=%s user=pretix dbname=pretix' % PGPOOL, '-Xqc',
+                    'CREATE TABLE IF NOT EXISTS drill (id int PRIMARY KEY, at timestamptz DEFAULT now())'],
+        name=PREFIX + 'setup', remove=True, stderr=True, **common)
+    assert setup is not None
+    return client.containers.run(entrypoint=['bash', '-c', WRITER % PGPOOL], name=PREFIX + 'writer',
+                                 detach=True, **common)
+
+
+def writer_lines(writer):
+    lines = []
+    for line in writer.logs(stdout=True, stderr=False).decode().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] in ('ok', 'fail'):
+            lines.append((parts[0], int(parts[1]), float(parts[2])))
+    return lines
+
+
+def count_rows(data_tier):
+    client = data_tier['client']
+    out = client.containers.run(
+        image=data_tier['images']['postgres'], network=NETWORK, user='root',
+        environment={'PGPASSFILE': '/pgpass'},
+        volumes={str(data_tier['tmp'] / 'pgpass'): {'bind': '/pgpass', 'mode': 'ro'}},
+        entrypoint=['psql', 'host=%s user=pretix dbname=pretix' % PGPOOL, '-XAtqc',
+                    'SELECT id FROM drill ORDER BY id'],
+        name=PREFIX + 'count', remove=True)
+    return set(int(x) for x in out.decode().split())
+
+
+def report(record):
+    os.makedirs(os.path.dirname(REPORT), exist_ok=True)
+    with open(REPORT, 'a') as handle:
+        handle.write(json.dumps(record) + '\n')
+    print('\nFAILOVER %s' % json.dumps(record))
+
+
+def test_second_run_changes_nothing(data_tier):
+    proc = run_playbook(data_tier['vars'], data_tier['tmp'])
+    assert recap_changed(proc.stdout) == 0, proc.stdout[-4000:]
+
+
+def test_pretix_user_owns_its_database_and_is_no_superuser(data_tier):
+    client = data_tier['client']
+    wait_cluster_healthy(client, PG_NODES)
+    primary = task_container(client, PG_NODES[0])
+    code, out = exec_out(primary, ['psql', '-XAtqc',
+                                   "SELECT r.rolsuper, pg_get_userbyid(d.datdba) FROM pg_roles r, pg_database d "
+                                   "WHERE r.rolname = 'pretix' AND d.datname = 'pretix'"])
+    assert code == 0 and out.strip() == 'f|pretix', out
+    code, out = exec_out(primary, ['psql', '-XAtqc', 'SHOW password_encryption'])
+    assert out.strip() == 'scram-sha-256'
+
+
+def test_postgres_failover_through_pgpool(data_tier):
+    client = data_tier['client']
+    rows = wait_cluster_healthy(client, PG_NODES)
+    primary = [r[0] for r in rows if r[1] == 'primary'][0]
+    assert is_in_recovery(client, primary) == 'f'
+    writer = start_writer(data_tier)
+    try:
+        wait_for(lambda: sum(1 for s, _, _ in writer_lines(writer) if s == 'ok') >= 20,
+                 timeout=120, message='the writer to get 20 writes through pgpool')
+        stopped_at = time.time()
+        client.services.get(primary).scale(0)
+        def recovered():
+            after = [l for l in writer_lines(writer) if l[2] > stopped_at]
+            failed = [l for l in after if l[0] == 'fail']
+            if not failed:
+                return None
+            resumed = [l for l in after if l[0] == 'ok' and l[1] > failed[0][1]]
+            return resumed[0] if resumed else None
+        first_ok = wait_for(recovered, timeout=180, message='writes to resume through pgpool')
+        survivors = [n for n in PG_NODES if n != primary]
+        rows = wait_for(lambda: [r for r in cluster_rows(client, survivors[0])
+                                 if r[1] == 'primary' and r[2]], timeout=60,
+                        message='a promoted primary in repmgr cluster show')
+        assert len(rows) == 1 and rows[0][0] in survivors, rows
+        new_primary = rows[0][0]
+
+        returned_at = time.time()
+        client.services.get(primary).scale(1)
+        final = wait_cluster_healthy(client, PG_NODES)
+        rejoined = time.time()
+        assert [r[0] for r in final if r[1] == 'primary'] == [new_primary], final
+        assert dict((r[0], r[1]) for r in final)[primary] == 'standby', final
+        assert is_in_recovery(client, primary) == 't'
+        time.sleep(2)
+    finally:
+        writer.stop(timeout=2)
+        lines = writer_lines(writer)
+        writer.remove(force=True)
+    acknowledged = set(i for s, i, _ in lines if s == 'ok')
+    present = count_rows(data_tier)
+    missing = sorted(acknowledged - present)
+    failed = [l for l in lines if l[0] == 'fail']
+    report({'drill': 'postgres', 'stop_to_first_write_s': round(first_ok[2] - stopped_at, 2),
+            'old_primary': primary, 'new_primary': new_primary,
+            'old_primary_rejoin_s': round(rejoined - returned_at, 1),
+            'acknowledged': len(acknowledged), 'failed_attempts': len(failed),
+            'acknowledged_missing': len(missing)})
+    assert missing == [], 'acknowledged writes lost: %s' % missing[:20]
