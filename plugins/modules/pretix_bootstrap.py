@@ -149,12 +149,13 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
     import docker
-    from docker.errors import DockerException
+    from docker.errors import DockerException, NotFound
     HAS_DOCKER = True
     DOCKER_IMPORT_ERROR = None
 except ImportError:
     HAS_DOCKER = False
     DOCKER_IMPORT_ERROR = traceback.format_exc()
+    DockerException = NotFound = Exception
 
 RESULT_MARKER = 'BOXOFFICE-BOOTSTRAP-RESULT:'
 
@@ -237,6 +238,10 @@ with scopes_disabled(), transaction.atomic():
                                              currency=ev_p["currency"], date_from=date_from)
                 event.set_defaults()
                 changes.append("event %s/%s" % (org.slug, event.slug))
+            # The manual payment provider only offers itself when its plugin is active.
+            plugins = [x for x in (event.plugins or "").split(",") if x]
+            if "pretix.plugins.manualpayment" not in plugins:
+                ensure_attrs(event, "event", plugins=",".join(plugins + ["pretix.plugins.manualpayment"]))
             ensure_settings(event, "event", payment_manual__enabled=True,
                             attendee_names_asked=True, attendee_names_required=True)
 
@@ -271,19 +276,31 @@ print("''' + RESULT_MARKER + r'''" + json.dumps(result))
 
 
 def find_container(client, service, deadline):
-    """Return a healthy running task container of the service on this host, waiting for one."""
+    """Return a healthy running task container of the service's current spec on this host.
+
+    During a start-first rolling update the old task is still healthy for a while and is then
+    killed; running the snippet there would die with it, so only containers of the image the
+    service currently asks for qualify, newest first.
+    """
     filters = {'label': 'com.docker.swarm.service.name=%s' % service, 'status': 'running'}
     while True:
-        containers = client.containers.list(filters=filters)
-        for container in containers:
-            health = container.attrs.get('State', {}).get('Health', {}).get('Status')
-            if health in (None, 'healthy'):
-                return container
+        try:
+            wanted = client.services.get(service).attrs['Spec']['TaskTemplate']['ContainerSpec']['Image']
+        except NotFound:
+            wanted = None
+        containers = client.containers.list(filters=filters) if wanted else []
+        candidates = sorted(
+            (c for c in containers
+             if c.attrs['Config']['Image'] == wanted
+             and c.attrs.get('State', {}).get('Health', {}).get('Status') in (None, 'healthy')),
+            key=lambda c: c.attrs['Created'], reverse=True)
+        if candidates:
+            return candidates[0]
         if time.time() > deadline:
             raise RuntimeError(
-                'No healthy running container of service %s on this Docker host after waiting '
-                '(found %d running, none healthy). Is the service deployed and are its tasks '
-                'scheduled on this node?' % (service, len(containers)))
+                'No healthy running container of service %s (image %s) on this Docker host after '
+                'waiting (found %d running). Is the service deployed and are its tasks scheduled '
+                'on this node?' % (service, wanted, len(containers)))
         time.sleep(3)
 
 
