@@ -92,7 +92,8 @@ def swarm_services(docker_client):
     """Create Swarm services through the SDK's low-level API; all are removed at teardown.
 
     Call it with create_service keyword arguments (task_template, name, mode, labels, ...);
-    it returns the service ID. The name must start with the test prefix.
+    it returns the service ID. The name must start with the test prefix. Callables appended to
+    its `after_removal` list run once the services are removed (e.g. to remove their networks).
     """
     created = []
 
@@ -102,6 +103,7 @@ def swarm_services(docker_client):
         created.append(service_id)
         return service_id
 
+    create.after_removal = []
     yield create
     for service_id in created:
         try:
@@ -116,6 +118,8 @@ def swarm_services(docker_client):
         if not leftovers:
             break
         time.sleep(0.5)
+    for cleanup in create.after_removal:
+        cleanup()
 
 
 @pytest.fixture
@@ -127,13 +131,14 @@ def busybox_service(swarm_services, busybox_image, unique_name):
     """
     second = 10 ** 9
 
-    def create(name=None, replicas=1, command=('sleep', '86400'), mode=None, labels=None):
+    def create(name=None, replicas=1, command=('sleep', '86400'), mode=None, labels=None, **task_extra):
+        """task_extra: more TaskTemplate keys (Networks, Resources, ...) for richer specs."""
         name = name or unique_name()
-        task_template = {
+        task_template = dict({
             'ContainerSpec': {'Image': busybox_image, 'Command': list(command),
                               'StopGracePeriod': second},
             'RestartPolicy': {'Condition': 'any', 'Delay': second},
-        }
+        }, **task_extra)
         service_id = swarm_services(
             name=name, task_template=task_template, labels=labels or {},
             mode=mode or {'Replicated': {'Replicas': replicas}},
@@ -141,6 +146,30 @@ def busybox_service(swarm_services, busybox_image, unique_name):
             endpoint_spec={'Mode': 'dnsrr'})
         return service_id, name
     return create
+
+
+@pytest.fixture
+def overlay_network(docker_client, unique_name, swarm_services):
+    """An attachable overlay network of the test's own; returns its ID.
+
+    It is removed by swarm_services' teardown, after the services that use it are gone.
+    """
+    network = docker_client.networks.create(unique_name('net'), driver='overlay', attachable=True)
+
+    def remove():
+        # Swarm detaches the network from removed services' tasks a moment after they are gone.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                network.remove()
+                return
+            except docker.errors.APIError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
+    swarm_services.after_removal.append(remove)
+    return network.id
 
 
 def wait_for(predicate, timeout=180, message='condition'):

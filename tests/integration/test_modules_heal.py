@@ -32,6 +32,7 @@ def test_killed_task_is_healed_and_second_run_is_clean(docker_client, busybox_se
     service_id, name = busybox_service(replicas=2, labels=group)
     kill_one_task_container(docker_client, service_id, 2)
     counter = force_update_counter(docker_client, service_id)
+    spec_before = docker_client.api.inspect_service(service_id)['Spec']
 
     healed = run_ansible_module(MODULE, {'labels': group, 'timeout': 240})
 
@@ -44,6 +45,10 @@ def test_killed_task_is_healed_and_second_run_is_clean(docker_client, busybox_se
     assert healed['healed_services'] == [name] and healed['failed_services'] == []
     assert force_update_counter(docker_client, service_id) == counter + 1
     assert running_task_count(docker_client, service_id) == 2
+    # A rolling force update: the spec is the same apart from the ForceUpdate counter.
+    spec_after = docker_client.api.inspect_service(service_id)['Spec']
+    spec_before['TaskTemplate']['ForceUpdate'] = counter + 1
+    assert spec_after == spec_before
 
     again = run_ansible_module(MODULE, {'labels': group})
     assert again['rc'] == 0, again

@@ -20,8 +20,12 @@ def spec_version(client, service_id):
     return client.api.inspect_service(service_id)['Version']['Index']
 
 
-def test_scale_up_then_down_waits_for_running_tasks(docker_client, busybox_service):
-    service_id, name = busybox_service(replicas=1)
+def test_scale_up_then_down_waits_for_running_tasks(docker_client, busybox_service, overlay_network):
+    # A spec with the parts the stack's services carry, to see that scaling keeps them.
+    service_id, name = busybox_service(
+        replicas=1, labels={'bxtest.tier': 'web'}, Networks=[{'Target': overlay_network, 'Aliases': ['web']}],
+        Resources={'Limits': {'MemoryBytes': 64 * 1024 * 1024}})
+    spec_before = docker_client.api.inspect_service(service_id)['Spec']
 
     up = run_ansible_module(MODULE, {'name': name, 'replicas': 3}, diff=True)
     assert up['rc'] == 0, up
@@ -30,6 +34,9 @@ def test_scale_up_then_down_waits_for_running_tasks(docker_client, busybox_servi
                                    running_tasks=3, changed=True)]
     assert up['diff'] == {'before': {name: 1}, 'after': {name: 3}}
     assert replicas_of(docker_client, service_id) == 3
+    # Only the replica count changed; everything else in the spec is kept as deployed.
+    spec_after = docker_client.api.inspect_service(service_id)['Spec']
+    assert spec_after == dict(spec_before, Mode={'Replicated': {'Replicas': 3}})
     # The module returned only once the tasks ran, so they are running now without any wait.
     assert running_task_count(docker_client, service_id) == 3
 
