@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Cold build of the stack's images: delete the <namespace>/* images (base included), run
+# Cold build of the stack's images: delete the role's <namespace>/* images (base included), run
 # playbooks/images.yml, print wall-clock time, per-image build time and image sizes.
 #
 #   benchmarks/image_build.sh --delete-images [--images registry,dind-node,locust]
 #                             [--namespace boxoffice] [-- extra ansible-playbook args]
 #
-# --delete-images is required: it removes every local image tagged <namespace>/* (only those;
-# tags still used by a running container are kept by Docker, which is fine: the base is
-# bootstrapped again, so no build can reuse an old layer). Per-image times are the gaps between
-# consecutive images' creation times (the role builds in images_list order); the base's time
-# runs from the playbook's start, so it includes the role's ~10-30 s of checks.
+# --delete-images is required: it removes the local <namespace>/base:bookworm-* and
+# <namespace>/<image>:<content tag> images of the listed images (only those; tags used by a
+# running container are kept by Docker, which is fine: the base is bootstrapped again, so no
+# build can reuse an old layer). To leave a deployed registry service alone, measure in another
+# namespace with its own service, e.g.
+#   benchmarks/image_build.sh --delete-images --namespace bxbench --images registry,dind-node,locust \
+#     -- -e images_registry_service=bxbench-registry -e images_registry_volume=bxbench-registry \
+#        -e images_registry_port=5056
+# Per-image times are the gaps between consecutive images' creation times (the role builds in
+# images_list order); the base's time runs from the playbook's start, so it includes the role's
+# ~10-30 s of checks. Sizes are `docker image inspect` sizes, each including the shared base.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -23,13 +29,13 @@ while [ $# -gt 0 ]; do
     --images) images="$2"; shift ;;
     --namespace) namespace="$2"; shift ;;
     --) shift; extra=("$@"); break ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
 if ! $confirmed; then
-  echo "This deletes every local image tagged ${namespace}/* before building; pass --delete-images." >&2
+  echo "This deletes the local ${namespace}/* images the role builds before building; pass --delete-images." >&2
   exit 2
 fi
 
@@ -37,18 +43,21 @@ fi
 . .venv/bin/activate
 vars_file=$(mktemp --suffix=.json)
 trap 'rm -f "$vars_file"' EXIT
-if [ -n "$images" ]; then
-  python3 -c 'import json,sys; print(json.dumps({"images_list": sys.argv[1].split(","), "images_namespace": sys.argv[2]}))' \
-    "$images" "$namespace" >"$vars_file"
-else
-  python3 -c 'import json,sys; print(json.dumps({"images_namespace": sys.argv[1]}))' "$namespace" >"$vars_file"
-fi
 
-mapfile -t old < <(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep "^${namespace}/" || true)
+# Only what the role makes: <namespace>/base:<suite>-<hash> and <namespace>/<image>:<tag>
+# for the images built here (a hand-made <namespace>/base:manual stays).
+if [ -z "$images" ]; then
+  images=$(python3 -c 'import yaml; print(",".join(yaml.safe_load(open("roles/images/defaults/main.yml"))["images_list"]))')
+fi
+pattern="^${namespace}/(base:bookworm-[0-9a-f]{12}|($(echo "$images" | tr , '|')):[0-9a-f]{12})\$"
+mapfile -t old < <(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E "$pattern" || true)
 if [ ${#old[@]} -gt 0 ]; then
   echo "deleting ${#old[@]} ${namespace}/* image tags"
   docker image rm "${old[@]}" >/dev/null 2>&1 || echo "(some tags are in use by containers and stay)"
 fi
+
+python3 -c 'import json,sys; print(json.dumps({"images_list": sys.argv[1].split(","), "images_namespace": sys.argv[2]}))' \
+  "$images" "$namespace" >"$vars_file"
 
 start=$(date +%s.%N)
 ansible-playbook playbooks/images.yml -e "@${vars_file}" "${extra[@]}" >/tmp/image_build.$$.log 2>&1 || {
