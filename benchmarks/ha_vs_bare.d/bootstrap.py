@@ -1,0 +1,27 @@
+# Run inside the bare pretix container (python -m pretix shell -c "$(cat bootstrap.py)"):
+# demo organiser/event/product/quota with manual payment and an API token, printed last.
+# Environment: BENCH_SLUG (organiser and event slug), BENCH_QUOTA (quota size).
+import datetime
+import os
+
+from django.utils.timezone import now
+from django_scopes import scopes_disabled
+
+from pretix.base.models import Event, Organizer, Team
+
+slug = os.environ.get("BENCH_SLUG", "bench")
+with scopes_disabled():
+    organizer, _ = Organizer.objects.get_or_create(slug=slug, defaults={"name": slug})
+    event = Event.objects.filter(organizer=organizer, slug=slug).first()
+    if event is None:
+        event = Event.objects.create(organizer=organizer, slug=slug, name=slug, currency="EUR",
+                                     date_from=now() + datetime.timedelta(days=30), live=True)
+        event.settings.set("payment_manual__enabled", True)
+        event.settings.set("payment_manual_public_name", "Pay at the door")
+        item = event.items.create(name="Ticket", default_price=10, admission=True, active=True)
+        quota = event.quotas.create(name="Tickets", size=int(os.environ.get("BENCH_QUOTA", "1000000")))
+        quota.items.add(item)
+    team, _ = Team.objects.get_or_create(organizer=organizer, name="loadtest", defaults={
+        "all_events": True, "all_event_permissions": True, "all_organizer_permissions": True})
+    token = team.tokens.filter(active=True).first() or team.tokens.create(name="loadtest")
+    print("TOKEN=" + token.token)

@@ -1,0 +1,118 @@
+#!/bin/sh
+# The same Locust scenario against the HA stack and against a bare pretix, side by side,
+# printing purchases/min for both and their ratio (HA / bare). Absolute numbers depend on
+# the machine (and on whatever else it runs); the ratio is the result.
+#
+#   benchmarks/ha_vs_bare.sh            # full comparison (needs HA_TOKEN for the api scenario)
+#   benchmarks/ha_vs_bare.sh up         # only start the bare pretix, print its URL/slug/token
+#   benchmarks/ha_vs_bare.sh down       # remove it
+#
+# The bare pretix: the same image and gunicorn worker count as the HA stack's pretix-web
+# service, one PostgreSQL and one Redis container, a celery worker, no nginx/pgpool/HAProxy,
+# on a private bridge network; its port is published on loopback only. Static files are
+# nginx's job, so the default scenario is the REST API (a web run on bare pretix gets 404s
+# for static assets).
+#
+# Environment: BENCH_SCENARIO (api|web, default api), BENCH_RATE (offered purchases/min,
+# default 1600 = the 2x profile), BENCH_DURATION (s, default 60), BENCH_PORT (default 18080),
+# BENCH_PREFIX (Docker object prefix, default bxlt-bench), PRETIX_IMAGE / PRETIX_WEB_WORKERS
+# (default: those of the pretix-web service), HA_URL (default https://127.0.0.1),
+# HA_ORGANIZER / HA_EVENT (default demo), HA_TOKEN.
+set -eu
+cd "$(dirname "$0")/.."
+HERE=benchmarks/ha_vs_bare.d
+P=${BENCH_PREFIX:-bxlt-bench}
+PORT=${BENCH_PORT:-18080}
+SCENARIO=${BENCH_SCENARIO:-api}
+RATE=${BENCH_RATE:-1600}
+DURATION=${BENCH_DURATION:-60}
+BASE_IMAGE=${BASE_IMAGE:-boxoffice/base:manual}
+DATASTORE_IMAGE=$P/datastore:1
+
+service_env() {
+  docker service inspect pretix-web --format '{{range .Spec.TaskTemplate.ContainerSpec.Env}}{{println .}}{{end}}' 2>/dev/null \
+    | sed -n "s/^$1=//p"
+}
+PRETIX_IMAGE=${PRETIX_IMAGE:-$(docker service inspect pretix-web --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' 2>/dev/null | sed 's/@sha256:.*//')}
+PRETIX_WEB_WORKERS=${PRETIX_WEB_WORKERS:-$(service_env PRETIX_WEB_WORKERS)}
+PRETIX_WEB_WORKERS=${PRETIX_WEB_WORKERS:-2}
+
+down() {
+  for c in "$P-web" "$P-worker" "$P-migrate" "$P-redis" "$P-pg"; do
+    docker rm -f -v "$c" >/dev/null 2>&1 || true
+  done
+  docker network rm "$P-net" >/dev/null 2>&1 || true
+}
+
+pretix_run() {  # name, mode, extra docker args...
+  name=$1 mode=$2; shift 2
+  docker run --name "$name" --network "$P-net" --network-alias "${name#"$P"-}" \
+    -e PRETIX_PRETIX_URL="http://127.0.0.1:$PORT" -e PRETIX_PRETIX_INSTANCE_NAME=bench \
+    -e PRETIX_DATABASE_BACKEND=postgresql -e PRETIX_DATABASE_NAME=postgres \
+    -e PRETIX_DATABASE_USER=postgres -e PRETIX_DATABASE_HOST=pg \
+    -e PRETIX_REDIS_LOCATION=redis://redis:6379/0 -e PRETIX_REDIS_SESSIONS=true \
+    -e PRETIX_CELERY_BROKER=redis://redis:6379/1 -e PRETIX_CELERY_BACKEND=redis://redis:6379/2 \
+    -e PRETIX_DJANGO_SECRET="$SECRET" -e PRETIX_WEB_WORKERS="$PRETIX_WEB_WORKERS" \
+    "$@" "$PRETIX_IMAGE" "$mode"
+}
+
+up() {
+  [ -n "$PRETIX_IMAGE" ] || { echo "No pretix-web service to copy the image from: set PRETIX_IMAGE." >&2; exit 2; }
+  docker image inspect "$DATASTORE_IMAGE" >/dev/null 2>&1 \
+    || docker build -q --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$DATASTORE_IMAGE" "$HERE" >/dev/null
+  down
+  SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  docker network create "$P-net" >/dev/null
+  docker run -d --name "$P-pg" --network "$P-net" --network-alias pg "$DATASTORE_IMAGE" pg-start >/dev/null
+  docker run -d --name "$P-redis" --network "$P-net" --network-alias redis "$DATASTORE_IMAGE" \
+    redis-server --protected-mode no --save "" >/dev/null
+  i=0
+  until docker exec "$P-pg" su postgres -c 'psql -qAt -c "select 1"' >/dev/null 2>&1; do
+    i=$((i + 1)); [ "$i" -lt 60 ] || { echo "bare PostgreSQL did not start" >&2; exit 1; }; sleep 1
+  done
+  pretix_run "$P-migrate" migrate >/dev/null
+  docker rm "$P-migrate" >/dev/null
+  pretix_run "$P-web" web -d -p "127.0.0.1:$PORT:8000" >/dev/null
+  pretix_run "$P-worker" worker -d >/dev/null
+  i=0
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthcheck/")" = 200 ]; do
+    i=$((i + 1)); [ "$i" -lt 120 ] || { echo "bare pretix did not answer" >&2; exit 1; }; sleep 1
+  done
+  TOKEN=$(docker exec -e BENCH_SLUG=bench "$P-web" python -m pretix shell -c "$(cat "$HERE/bootstrap.py")" \
+          | sed -n 's/^TOKEN=//p')
+  echo "BARE_URL=http://127.0.0.1:$PORT BARE_ORGANIZER=bench BARE_EVENT=bench BARE_TOKEN=$TOKEN"
+}
+
+measure() {  # label, url, organizer, event, token -> prints purchases/min
+  out=$(mktemp -d)
+  . .venv/bin/activate
+  ansible-playbook loadtest.yml -e loadtest_fail_on_breach=false -e loadtest_scenario="$SCENARIO" \
+    -e loadtest_target_rate="$RATE" -e loadtest_profile=1x -e loadtest_duration="$DURATION" \
+    -e loadtest_target_url="$2" -e loadtest_organizer="$3" -e loadtest_event="$4" \
+    -e loadtest_api_token="$5" -e loadtest_reports_dir="$out" -e loadtest_name_prefix="$P-$1" \
+    >"$out/ansible.log" 2>&1 || { echo "$1: load test did not run, see $out/ansible.log" >&2; return 1; }
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["runs"][0]; print(r["purchases_per_min"], r["success_ratio"], r["worst_request_p95_ms"])' \
+    "$(ls -d "$out"/*/)summary.json"
+}
+
+case "${1:-run}" in
+  up) up; exit 0 ;;
+  down) down; exit 0 ;;
+  run) ;;
+  *) echo "usage: $0 [run|up|down]" >&2; exit 2 ;;
+esac
+
+trap down EXIT INT TERM
+eval "$(up | tail -n 1)"
+echo "scenario $SCENARIO, offered $RATE purchases/min for ${DURATION}s; pretix $PRETIX_IMAGE, $PRETIX_WEB_WORKERS gunicorn workers"
+set -- $(measure bare "$BARE_URL" "$BARE_ORGANIZER" "$BARE_EVENT" "$BARE_TOKEN")
+echo "bare: $1 purchases/min (success ratio $2, worst request p95 $3 ms)"
+BARE=$1
+if HA=$(measure ha "${HA_URL:-https://127.0.0.1}" "${HA_ORGANIZER:-demo}" "${HA_EVENT:-demo}" "${HA_TOKEN:-}"); then
+  set -- $HA
+  echo "HA:   $1 purchases/min (success ratio $2, worst request p95 $3 ms)"
+  python3 -c 'import sys; b=float(sys.argv[2]); print("ratio HA/bare: %s" % (round(float(sys.argv[1]) / b, 3) if b else "n/a"))' "$1" "$BARE"
+else
+  echo "HA: not measured (no reachable HA event; set HA_URL/HA_ORGANIZER/HA_EVENT/HA_TOKEN)"
+  exit 1
+fi

@@ -1,0 +1,142 @@
+"""Locust user classes for a pretix shop: ``WebBuyer`` (browser checkout) and ``ApiBuyer``.
+
+Configured by environment (the loadtest role sets it on master and workers):
+LOADTEST_ORGANIZER, LOADTEST_EVENT, LOADTEST_ITEM (product id; empty: the first one
+offered), LOADTEST_API_TOKEN (ApiBuyer), LOADTEST_RATE (purchases/min, all users
+together), LOADTEST_USERS (the user count the master spawns), LOADTEST_MAX_TRIES.
+Every purchase attempt reports one PURCHASE event, success or failure, whatever its
+retries; the HTTP requests it made appear in the stats under their own names.
+"""
+import os
+import re
+import sys
+import time
+import urllib.parse
+import uuid
+
+import urllib3
+from locust import HttpUser, constant_pacing, task
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from loadtest import core  # noqa: E402  pylint: disable=wrong-import-position
+
+# The default target is nginx's self-signed certificate on loopback.
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+ORGANIZER = os.environ.get("LOADTEST_ORGANIZER", "demo")
+EVENT = os.environ.get("LOADTEST_EVENT", "demo")
+ITEM = os.environ.get("LOADTEST_ITEM", "")
+TOKEN = os.environ.get("LOADTEST_API_TOKEN", "")
+MAX_TRIES = int(os.environ.get("LOADTEST_MAX_TRIES", "3"))
+RATE = float(os.environ.get("LOADTEST_RATE", "800"))
+USERS = int(os.environ.get("LOADTEST_USERS", "1"))
+ASYNC_POLLS = 240
+ASYNC_POLL_INTERVAL = 0.25
+
+
+class Buyer(HttpUser):
+    abstract = True
+    # Every user starts a purchase every USERS*60/RATE seconds: together they arrive
+    # at RATE purchases per minute, independent of how fast the shop answers.
+    wait_time = constant_pacing(USERS * 60.0 / RATE)
+    scenario = ""
+
+    def on_start(self):
+        self.client.verify = False
+
+    def checked(self, response, expect=(200,)):
+        core.raise_for_conflict(response.status_code, response.headers)
+        if response.status_code not in expect:
+            raise core.PurchaseFailed(f"{response.request.method} {response.url}: HTTP {response.status_code}")
+        return response
+
+    def buy(self):
+        raise NotImplementedError
+
+    @task
+    def purchase(self):
+        result = core.attempt_purchase(self.buy, max_tries=MAX_TRIES)
+        self.environment.events.request.fire(
+            request_type=core.PURCHASE_REQUEST_TYPE, name=self.scenario,
+            response_time=result.elapsed * 1000.0, response_length=result.tries,
+            exception=result.error, context={"tries": result.tries})
+
+
+class WebBuyer(Buyer):
+    """A new browser per purchase: event page and its assets, cart, questions, payment, confirm, order."""
+    scenario = "web"
+
+    def buy(self):
+        self.client.cookies.clear()
+        base = f"/{ORGANIZER}/{EVENT}/"
+        page = self.checked(self.client.get(base, name="event page"))
+        for asset in core.static_assets(page.text):
+            self.client.get(asset, name="static asset")
+        form = core.find_form(core.parse_forms(page.text), "cart/add")
+        data = dict(form["fields"])
+        items = [n for n in data if re.fullmatch(r"item_\d+", n)] + [n for n in form["choices"] if re.fullmatch(r"item_\d+", n)]
+        wanted = f"item_{ITEM}" if ITEM else (items[0] if items else None)
+        if wanted not in items:
+            raise core.PurchaseFailed(f"product {wanted or '(any)'} is not offered on {base}")
+        data[wanted] = "1"
+        self.async_post(page, form["action"], data, "cart add")
+        step = self.checked(self.client.get(base + "checkout/start", name="checkout start"))
+        if "/checkout/questions/" in step.url:
+            form = core.find_form(core.parse_forms(step.text), "")
+            fields = core.fill_questions(form, f"buyer-{uuid.uuid4().hex[:12]}@example.org")
+            step = self.post(step, step.url, fields, "checkout questions")
+        if "/checkout/payment/" in step.url:
+            form = core.find_form(core.parse_forms(step.text), "")
+            fields = dict(form["fields"], payment="manual")
+            step = self.post(step, step.url, fields, "checkout payment")
+        if "/checkout/confirm/" not in step.url:
+            raise core.PurchaseFailed(f"checkout did not reach the confirm step (at {step.url})")
+        form = core.find_form(core.parse_forms(step.text), "")
+        order_url = self.async_post(step, step.url, core.fill_questions(form, ""), "checkout confirm")
+        if "/order/" not in order_url:
+            raise core.PurchaseFailed(f"confirm led to {order_url}, not to an order")
+        self.checked(self.client.get(order_url, name="order page"))
+
+    def post(self, page, action, data, name, ajax=False):
+        url = urllib.parse.urljoin(page.url, action or page.url)
+        if ajax:
+            data = dict(data, ajax="1")
+        # Django checks the Referer of every HTTPS form post against the host.
+        return self.checked(self.client.post(url, data=data, name=name, headers={"Referer": page.url}))
+
+    def async_post(self, page, action, data, name):
+        """POST a pretix AsyncAction in its AJAX form and wait for the task's verdict."""
+        answer = self.post(page, action, data, name, ajax=True).json()
+        for _ in range(ASYNC_POLLS):
+            if answer.get("ready"):
+                if not answer.get("success"):
+                    raise core.PurchaseFailed(f"{name}: {answer.get('message')}")
+                return urllib.parse.urljoin(page.url, answer.get("redirect") or "")
+            time.sleep(ASYNC_POLL_INTERVAL)
+            check = urllib.parse.urljoin(page.url, answer["check_url"])
+            answer = self.checked(self.client.get(check, name=f"{name} (wait)")).json()
+        raise core.PurchaseFailed(f"{name}: task not finished after {ASYNC_POLLS * ASYNC_POLL_INTERVAL:.0f}s")
+
+
+class ApiBuyer(Buyer):
+    """An order through pretix's REST API, as the original deployment measured."""
+    scenario = "api"
+
+    def on_start(self):
+        super().on_start()
+        self.client.headers["Authorization"] = f"Token {TOKEN}"
+        self.api = f"/api/v1/organizers/{ORGANIZER}/events/{EVENT}/"
+        self.item = int(ITEM) if ITEM else None
+        if self.item is None:
+            items = self.client.get(self.api + "items/?active=true", name="api items").json()["results"]
+            self.item = items[0]["id"]
+
+    def buy(self):
+        order = {
+            "email": f"buyer-{uuid.uuid4().hex[:12]}@example.org",
+            "locale": "en",
+            "sales_channel": "web",
+            "payment_provider": "manual",
+            "positions": [{"item": self.item}],
+        }
+        self.checked(self.client.post(self.api + "orders/", json=order, name="api order create"), expect=(201,))

@@ -1,0 +1,204 @@
+"""Retry/accounting logic of the load test against a real HTTP server on 127.0.0.1.
+
+The server answers a scripted list of statuses (409 + Retry-After, then 201, ...);
+the purchase function talks to it over real HTTP with urllib. Only the sleep between
+tries is recorded instead of slept, so the tests do not wait out Retry-After.
+"""
+import http.server
+import os
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+sys.path.insert(0, REPO_ROOT)
+
+from loadtest import core  # noqa: E402  pylint: disable=wrong-import-position
+
+
+class ScriptedShop(http.server.ThreadingHTTPServer):
+    """Answers POSTs with the next (status, retry_after) of its script; 201 once it runs out."""
+
+    def __init__(self, script):
+        super().__init__(("127.0.0.1", 0), ScriptedHandler)
+        self.script = list(script)
+        self.requests = 0
+        self.lock = threading.Lock()
+
+
+class ScriptedHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def _answer(self):
+        with self.server.lock:
+            self.server.requests += 1
+            status, retry_after = self.server.script.pop(0) if self.server.script else (201, None)
+        body = b'{"code": "ABC12"}' if status == 201 else b'{"detail": "busy"}'
+        self.send_response(status)
+        if retry_after is not None:
+            self.send_header("Retry-After", retry_after)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):  # noqa: N802  (http.server's naming)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._answer()
+
+    def do_GET(self):  # noqa: N802
+        self._answer()
+
+
+@pytest.fixture
+def shop(request):
+    server = ScriptedShop(request.param)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def buy_from(server):
+    """One purchase over real HTTP, the way the Locust users judge answers."""
+    def purchase():
+        url = f"http://127.0.0.1:{server.server_address[1]}/api/v1/orders/"
+        request = urllib.request.Request(url, data=b"{}", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                status, headers = response.status, response.headers
+        except urllib.error.HTTPError as exc:
+            status, headers = exc.code, exc.headers
+        core.raise_for_conflict(status, headers)
+        if status != 201:
+            raise core.PurchaseFailed(f"HTTP {status}")
+    return purchase
+
+
+class Sleeps(list):
+    def __call__(self, seconds):
+        self.append(seconds)
+
+
+@pytest.mark.parametrize("shop", [[(409, "2"), (409, "1")]], indirect=True)
+def test_conflicts_then_success_count_as_one_purchase(shop):
+    sleeps = Sleeps()
+    result = core.attempt_purchase(buy_from(shop), max_tries=3, sleep=sleeps)
+    assert result.success and result.error is None
+    assert result.tries == 3
+    assert shop.requests == 3
+    assert sleeps == [2.0, 1.0]  # each Retry-After honoured before the next try
+
+
+@pytest.mark.parametrize("shop", [[(409, "1"), (409, "1"), (409, "1"), (409, "1")]], indirect=True)
+def test_purchase_lost_only_when_every_try_failed(shop):
+    sleeps = Sleeps()
+    result = core.attempt_purchase(buy_from(shop), max_tries=3, sleep=sleeps)
+    assert not result.success
+    assert isinstance(result.error, core.RetryableConflict)
+    assert result.tries == 3
+    assert shop.requests == 3  # bounded: the fourth 409 is never asked for
+    assert sleeps == [1.0, 1.0]  # no pointless wait after the last try
+
+
+@pytest.mark.parametrize("shop", [[(400, None)]], indirect=True)
+def test_other_errors_are_not_retried(shop):
+    sleeps = Sleeps()
+    result = core.attempt_purchase(buy_from(shop), max_tries=3, sleep=sleeps)
+    assert not result.success and isinstance(result.error, core.PurchaseFailed)
+    assert result.tries == 1 and shop.requests == 1 and sleeps == []
+
+
+@pytest.mark.parametrize("value, seconds", [
+    ("5", 5.0), ("0", 0.0), ("", core.DEFAULT_RETRY_AFTER), (None, core.DEFAULT_RETRY_AFTER),
+    ("junk", core.DEFAULT_RETRY_AFTER), ("3600", core.MAX_RETRY_AFTER), ("-4", 0.0),
+    ("Thu, 01 Jan 1970 00:00:10 GMT", 7.0),
+])
+def test_retry_after_parsing(value, seconds):
+    assert core.parse_retry_after(value, now=3.0) == seconds
+
+
+@pytest.mark.parametrize("rate, pacing, users", [(800, 10, 134), (400, 10, 67), (8000, 10, 1334), (1, 10, 1)])
+def test_arrival_plan_keeps_the_rate_exact(rate, pacing, users):
+    plan = core.arrival_plan(rate, pacing)
+    assert plan["users"] == users
+    assert plan["users"] * 60.0 / plan["pacing"] == pytest.approx(rate)
+    assert plan["spawn_rate"] == pytest.approx(rate / 60.0)
+
+
+STATS_HEADER = "Type,Name,Request Count,Failure Count,95%\n"
+
+
+def test_verdict_passes_and_fails_on_each_slo():
+    good = STATS_HEADER + "PURCHASE,api,1000,5,900\nPOST,api order create,1010,15,800\n,Aggregated,2010,20,850\n"
+    result = core.verdict(good, 60, 800, 0.99, 2000)
+    assert result["passed"] and result["purchases"] == 995 and result["purchases_per_min"] == 995.0
+    assert result["worst_request"] == "POST api order create"
+    lossy = core.verdict(good, 60, 800, 0.999, 2000)
+    assert not lossy["passed"] and "success ratio" in lossy["breaches"][0]
+    slow = core.verdict(good, 60, 800, 0.99, 500)
+    assert not slow["passed"] and "p95" in slow["breaches"][0]
+    empty = core.verdict(STATS_HEADER, 60, 800, 0.99, 2000)
+    assert not empty["passed"] and "no purchase" in empty["breaches"][0]
+
+
+CHECKOUT_PAGE = """
+<form method="post" action="/demo/demo/cart/add"><input type="hidden" name="csrfmiddlewaretoken" value="tok">
+<input type="number" name="item_7" value="0"><input type="checkbox" name="item_8" value="1"></form>
+<form method="post"><input type="hidden" name="csrfmiddlewaretoken" value="tok2">
+<input type="email" name="email" required><input name="email_repeat">
+<input name="1-attendee_name_parts_0"><select name="country"><option value="DE" selected>DE</option></select>
+<input type="checkbox" name="confirm_texts" value="yes" required><textarea name="comment">hi</textarea>
+<input type="submit" name="go"></form>
+<link rel="stylesheet" href="/static/CACHE/css/main.css"><script src="/static/jquery.js"></script>
+<script src="https://cdn.example.org/x.js"></script>
+"""
+
+
+def test_forms_and_questions_like_a_browser():
+    forms = core.parse_forms(CHECKOUT_PAGE)
+    cart = core.find_form(forms, "cart/add")
+    assert cart["fields"] == {"csrfmiddlewaretoken": "tok", "item_7": "0"}
+    assert cart["choices"] == {"item_8": ["1"]}
+    questions = core.fill_questions(forms[1], "b@example.org")
+    assert questions["email"] == questions["email_repeat"] == "b@example.org"
+    assert questions["1-attendee_name_parts_0"] == "Load Tester"
+    assert questions["country"] == "DE" and questions["comment"] == "hi"
+    assert questions["confirm_texts"] == "yes" and questions["csrfmiddlewaretoken"] == "tok2"
+    assert "go" not in questions
+    assert core.static_assets(CHECKOUT_PAGE) == ["/static/CACHE/css/main.css", "/static/jquery.js"]
+    with pytest.raises(core.PurchaseFailed):
+        core.find_form(forms, "checkout/confirm")
+
+
+@pytest.mark.parametrize("shop", [[(409, "0"), (409, "0"), (409, "0")]], indirect=True)
+def test_locust_reports_one_purchase_event_per_attempt(shop, tmp_path):
+    """The real Locust ApiBuyer against the scripted shop for a few seconds.
+
+    The first attempt meets 409 three times (lost, once, after 3 tries); every later
+    attempt gets 201 at once. Whatever the number of attempts N the run fits in:
+    N PURCHASE events, exactly 1 of them failed, and N + 2 HTTP requests in the stats.
+    """
+    env = dict(os.environ, LOADTEST_ITEM="7", LOADTEST_API_TOKEN="t", LOADTEST_RATE="60",
+               LOADTEST_USERS="1", LOADTEST_MAX_TRIES="3")
+    subprocess.run(
+        [sys.executable, "-m", "locust", "-f", os.path.join(REPO_ROOT, "loadtest", "locustfile.py"),
+         "--headless", "-u", "1", "-r", "1", "--run-time", "4s", "--stop-timeout", "10",
+         "--host", f"http://127.0.0.1:{shop.server_address[1]}", "--csv", str(tmp_path / "run"),
+         "--exit-code-on-error", "0", "--only-summary", "ApiBuyer"],
+        env=env, check=True, capture_output=True, timeout=120, cwd=tmp_path)
+    rows = {(r["Type"], r["Name"]): r for r in core.read_stats((tmp_path / "run_stats.csv").read_text())}
+    purchase = rows[(core.PURCHASE_REQUEST_TYPE, "api")]
+    attempts = int(purchase["Request Count"])
+    posts = int(rows[("POST", "api order create")]["Request Count"])
+    assert attempts >= 1
+    assert purchase["Failure Count"] == "1"
+    assert posts == attempts + 2
+    # A purchase still in flight when the run ends reaches the shop but is reported by neither side.
+    assert shop.requests - posts in (0, 1)
