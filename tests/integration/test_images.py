@@ -214,6 +214,26 @@ def test_registry_image_is_required_for_the_registry_service(tmp_path):
     assert 'images_registry_external' in ' '.join(failure_messages(output))
 
 
+def test_check_mode_on_a_cold_namespace_changes_nothing(docker_client, tmp_path):
+    contexts = tmp_path / 'contexts'
+    copy_contexts(str(contexts), ['registry', 'locust'])
+    namespace = TEST_PREFIX + 'check-%d' % os.getpid()
+    rc, output, err = run_playbook(BUILD_PLAY, {
+        'images_contexts_dir': str(contexts), 'images_list': ['registry', 'locust'],
+        'images_namespace': namespace, 'images_registry_service': namespace,
+        'images_registry_volume': namespace, 'images_registry_port': free_port(),
+        'images_build_dir': str(tmp_path / 'build')}, str(tmp_path), check=True)
+    assert rc == 0, failure_messages(output) or err[-3000:]
+    # It reports what it would do ...
+    assert output['stats']['localhost']['changed'] > 0
+    assert task_results(output, 'Report the base image that check mode would bootstrap')[0]['changed']
+    # ... and does none of it.
+    assert not [i for i in docker_client.images.list() if any(t.startswith(namespace) for t in i.tags)]
+    assert not docker_client.services.list(filters={'name': namespace})
+    assert not [v for v in docker_client.volumes.list() if v.name == namespace]
+    assert not (tmp_path / 'build').exists()
+
+
 # ------------------------------------------------------- slow: real builds and push
 
 def local_images(client):
