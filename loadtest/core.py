@@ -170,6 +170,21 @@ def find_form(forms, action_part):
     raise PurchaseFailed(f"no form posting to *{action_part}* on the page")
 
 
+def find_form_with_field(forms, field):
+    for form in forms:
+        if form["method"] == "post" and (field in form["fields"] or field in form["choices"]):
+            return form
+    raise PurchaseFailed(f"no form with a *{field}* field on the page")
+
+
+def find_self_post_form(forms, path_part):
+    """The form that posts back to the current page (no action, or an action naming the step)."""
+    for form in forms:
+        if form["method"] == "post" and (form["action"] in ("", "#") or path_part in form["action"]):
+            return form
+    raise PurchaseFailed(f"no form posting to the {path_part} step")
+
+
 def fill_questions(form, buyer_email, given_name="Load", family_name="Tester"):
     """The checkout questions a buyer answers: e-mail (and its repetition), names,
     required checkboxes (terms). Everything else keeps the page's defaults."""

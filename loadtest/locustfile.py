@@ -82,16 +82,16 @@ class WebBuyer(Buyer):
         self.async_post(page, form["action"], data, "cart add")
         step = self.checked(self.client.get(base + "checkout/start", name="checkout start"))
         if "/checkout/questions/" in step.url:
-            form = core.find_form(core.parse_forms(step.text), "")
+            form = core.find_form_with_field(core.parse_forms(step.text), "email")
             fields = core.fill_questions(form, f"buyer-{uuid.uuid4().hex[:12]}@example.org")
             step = self.post(step, step.url, fields, "checkout questions")
         if "/checkout/payment/" in step.url:
-            form = core.find_form(core.parse_forms(step.text), "")
+            form = core.find_form_with_field(core.parse_forms(step.text), "payment")
             fields = dict(form["fields"], payment="manual")
             step = self.post(step, step.url, fields, "checkout payment")
         if "/checkout/confirm/" not in step.url:
             raise core.PurchaseFailed(f"checkout did not reach the confirm step (at {step.url})")
-        form = core.find_form(core.parse_forms(step.text), "")
+        form = core.find_self_post_form(core.parse_forms(step.text), "/checkout/confirm/")
         order_url = self.async_post(step, step.url, core.fill_questions(form, ""), "checkout confirm")
         if "/order/" not in order_url:
             raise core.PurchaseFailed(f"confirm led to {order_url}, not to an order")

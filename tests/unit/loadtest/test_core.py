@@ -173,8 +173,13 @@ def test_forms_and_questions_like_a_browser():
     assert questions["confirm_texts"] == "yes" and questions["csrfmiddlewaretoken"] == "tok2"
     assert "go" not in questions
     assert core.static_assets(CHECKOUT_PAGE) == ["/static/CACHE/css/main.css", "/static/jquery.js"]
+    assert core.find_form_with_field(forms, "email") is forms[1]
+    assert core.find_form_with_field(forms, "item_8") is forms[0]
+    assert core.find_self_post_form(forms, "/checkout/questions/") is forms[1]
     with pytest.raises(core.PurchaseFailed):
         core.find_form(forms, "checkout/confirm")
+    with pytest.raises(core.PurchaseFailed):
+        core.find_form_with_field(forms, "payment")
 
 
 @pytest.mark.parametrize("shop", [[(409, "0"), (409, "0"), (409, "0")]], indirect=True)
