@@ -141,11 +141,12 @@ def teardown(client, node_id, added, network):
     services = [s for s in client.services.list() if s.name.startswith(PREFIX)]
     for service in services:
         service.remove()
-    for container in client.containers.list(all=True, filters={'name': PREFIX}):
-        if 'com.docker.swarm.service.name' not in container.labels:
-            container.remove(force=True)
-    wait_for(lambda: not [c for c in client.containers.list(all=True)
-                          if c.labels.get('com.docker.swarm.service.name', '').startswith(PREFIX)],
+    for container in client.api.containers(all=True, filters={'name': PREFIX}):
+        if 'com.docker.swarm.service.name' not in container['Labels']:
+            client.api.remove_container(container['Id'], force=True)
+    # The low-level list does not inspect each container, so it cannot race their removal.
+    wait_for(lambda: not [c for c in client.api.containers(all=True)
+                          if c['Labels'].get('com.docker.swarm.service.name', '').startswith(PREFIX)],
              timeout=120, message='test task containers to go away')
     for volume in client.volumes.list():
         if volume.name.startswith(SECRET_PREFIX):
@@ -180,13 +181,17 @@ def wait_cluster_healthy(client, expect_nodes):
     return wait_for(healthy, timeout=300, message='all PostgreSQL nodes running with one primary')
 
 
+# Prints "ok <n> <time> <server address>" for each acknowledged (committed) insert, else "fail".
 WRITER = r'''
 i=0
 while :; do
   i=$((i+1))
-  if psql "host=%s user=pretix dbname=pretix connect_timeout=1" -XAtq \
-       -c "INSERT INTO drill(id) VALUES ($i)" >/dev/null 2>&1; then s=ok; else s=fail; fi
-  echo "$s $i $(date +%%s.%%N)"
+  if server=$(psql "host=%s user=pretix dbname=pretix connect_timeout=1" -XAtq \
+       -c "INSERT INTO drill(id) VALUES ($i) RETURNING host(inet_server_addr())" 2>/dev/null); then
+    echo "ok $i $(date +%%s.%%N) $server"
+  else
+    echo "fail $i $(date +%%s.%%N) -"
+  fi
   sleep 0.1
 done
 '''
@@ -213,8 +218,8 @@ def writer_lines(writer):
     lines = []
     for line in writer.logs(stdout=True, stderr=False).decode().splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[0] in ('ok', 'fail'):
-            lines.append((parts[0], int(parts[1]), float(parts[2])))
+        if len(parts) == 4 and parts[0] in ('ok', 'fail'):
+            lines.append((parts[0], int(parts[1]), float(parts[2]), parts[3]))
     return lines
 
 
@@ -261,17 +266,16 @@ def test_postgres_failover_through_pgpool(data_tier):
     assert is_in_recovery(client, primary) == 'f'
     writer = start_writer(data_tier)
     try:
-        wait_for(lambda: sum(1 for s, _, _ in writer_lines(writer) if s == 'ok') >= 20,
+        wait_for(lambda: sum(1 for line in writer_lines(writer) if line[0] == 'ok') >= 20,
                  timeout=120, message='the writer to get 20 writes through pgpool')
         stopped_at = time.time()
         client.services.get(primary).scale(0)
+        old_server = [l for l in writer_lines(writer) if l[0] == 'ok'][-1][3]
+
+        # Recovered = a write acknowledged by another server than the stopped primary.
         def recovered():
-            after = [l for l in writer_lines(writer) if l[2] > stopped_at]
-            failed = [l for l in after if l[0] == 'fail']
-            if not failed:
-                return None
-            resumed = [l for l in after if l[0] == 'ok' and l[1] > failed[0][1]]
-            return resumed[0] if resumed else None
+            return next((l for l in writer_lines(writer)
+                         if l[0] == 'ok' and l[2] > stopped_at and l[3] != old_server), None)
         first_ok = wait_for(recovered, timeout=180, message='writes to resume through pgpool')
         survivors = [n for n in PG_NODES if n != primary]
         rows = wait_for(lambda: [r for r in cluster_rows(client, survivors[0])
@@ -292,11 +296,13 @@ def test_postgres_failover_through_pgpool(data_tier):
         writer.stop(timeout=2)
         lines = writer_lines(writer)
         writer.remove(force=True)
-    acknowledged = set(i for s, i, _ in lines if s == 'ok')
+    acknowledged = set(line[1] for line in lines if line[0] == 'ok')
     present = count_rows(data_tier)
     missing = sorted(acknowledged - present)
     failed = [l for l in lines if l[0] == 'fail']
+    last_old = max(l[2] for l in lines if l[0] == 'ok' and l[3] == old_server)
     report({'drill': 'postgres', 'stop_to_first_write_s': round(first_ok[2] - stopped_at, 2),
+            'stop_to_last_write_on_old_primary_s': round(last_old - stopped_at, 2),
             'old_primary': primary, 'new_primary': new_primary,
             'old_primary_rejoin_s': round(rejoined - returned_at, 1),
             'acknowledged': len(acknowledged), 'failed_attempts': len(failed),

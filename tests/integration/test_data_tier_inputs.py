@@ -1,0 +1,58 @@
+"""Bad input to playbooks/data.yml fails with a clear message before any secret or service exists."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT, TEST_PREFIX
+
+PREFIX = TEST_PREFIX + 'dtin-'
+SECRET_PREFIX = PREFIX.replace('-', '_')
+NODES = [PREFIX + 'pg-%d' % i for i in range(3)]
+BASE_VARS = {
+    'secrets_docker_prefix': SECRET_PREFIX,
+    'postgres_repmgr_nodes': NODES,
+    'postgres_repmgr_image': 'boxoffice-test/unused:latest',
+    'pgpool_image': 'boxoffice-test/unused:latest',
+    'pgpool_service_name': PREFIX + 'pgpool',
+    'pgpool_backends': NODES,
+}
+
+
+def run_data(tmp_path, **overrides):
+    extra = dict(BASE_VARS, secrets_dir=str(tmp_path / 'secrets'),
+                 secrets_vault_password_file=str(tmp_path / 'vault-password'), **overrides)
+    extra = {key: value for key, value in extra.items() if value is not None}
+    vars_file = tmp_path / 'vars.json'
+    vars_file.write_text(json.dumps(extra))
+    return subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'),
+         os.path.join('playbooks', 'data.yml'), '-e', '@%s' % vars_file],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, ANSIBLE_NOCOLOR='1'))
+
+
+@pytest.fixture
+def nothing_deployed(docker_client):
+    yield
+    assert not [s.name for s in docker_client.services.list() if s.name.startswith(PREFIX)]
+    assert not [s.name for s in docker_client.secrets.list() if s.name.startswith(SECRET_PREFIX)]
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({}, 'No single Swarm node carries the placement label for ' + str(NODES)),
+    ({'postgres_repmgr_initial_primary': 'pg-9'}, 'postgres_repmgr_initial_primary (pg-9) one of them'),
+    ({'postgres_repmgr_nodes': ['Bad_Name']}, 'must be distinct DNS-safe names'),
+    ({'pgpool_num_init_children': 200}, 'at most 180'),
+    ({'postgres_repmgr_image': None}, 'run the images role first'),
+], ids=['pg-label-on-no-node', 'initial-primary-unknown', 'bad-node-name', 'pool-too-big',
+        'no-image-ref'])
+def test_bad_input_fails_before_deploying(tmp_path, nothing_deployed, overrides, message):
+    result = run_data(tmp_path, **overrides)
+    assert result.returncode != 0
+    flat = ' '.join((result.stdout + result.stderr).split())
+    assert message in flat, result.stdout[-3000:]
+    assert not (tmp_path / 'secrets').exists()
