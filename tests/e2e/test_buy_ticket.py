@@ -11,6 +11,7 @@ shared. Settings (environment variables):
   BOXOFFICE_VAULT_PASSWORD   vault password file (default ~/.config/boxoffice/vault-password)
   BOXOFFICE_E2E_DB_HOST      PostgreSQL endpoint on boxoffice_db (default pgpool)
   BOXOFFICE_E2E_PSQL_SERVICE Swarm service whose image provides psql (default pg-0)
+  BOXOFFICE_E2E_DB_SECRET    secrets-role name of pretix's database password (default pg_pretix_password)
 
 Run: pytest tests/e2e -v
 """
@@ -34,6 +35,7 @@ SECRETS_DIR = os.path.expanduser(os.environ.get('BOXOFFICE_SECRETS_DIR', '~/.con
 VAULT_PASSWORD_FILE = os.path.expanduser(os.environ.get('BOXOFFICE_VAULT_PASSWORD', '~/.config/boxoffice/vault-password'))
 DB_HOST = os.environ.get('BOXOFFICE_E2E_DB_HOST', 'pgpool')
 PSQL_SERVICE = os.environ.get('BOXOFFICE_E2E_PSQL_SERVICE', 'pg-0')
+DB_SECRET = os.environ.get('BOXOFFICE_E2E_DB_SECRET', 'pg_pretix_password')
 ASYNC_WAIT_SECONDS = 120
 
 # The nginx role's self-signed certificate (SAN localhost, 127.0.0.1); with BOXOFFICE_E2E_CA
@@ -270,7 +272,7 @@ def psql(query):
         output = client.containers.run(
             image, ['psql', '-h', DB_HOST, '-U', 'pretix', '-d', 'pretix', '-tAc', query],
             entrypoint=[], name=name, network='boxoffice_db', remove=False, user='nobody',
-            environment={'PGPASSWORD': read_vault('pretix_password'), 'PGCONNECT_TIMEOUT': '10'})
+            environment={'PGPASSWORD': read_vault(DB_SECRET), 'PGCONNECT_TIMEOUT': '10'})
     finally:
         try:
             client.containers.get(name).remove(force=True)
