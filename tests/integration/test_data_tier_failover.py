@@ -28,6 +28,10 @@ BASE_IMAGE = os.environ.get('BOXOFFICE_BASE_IMAGE', 'boxoffice/base:manual')
 NETWORK = PREFIX + 'db'
 PG_NODES = [PREFIX + 'pg-%d' % i for i in range(3)]
 PGPOOL = PREFIX + 'pgpool'
+CACHE_NETWORK = PREFIX + 'cache'
+REDIS = [PREFIX + 'redis-%d' % i for i in range(3)]
+SENTINELS = [PREFIX + 'sentinel-%d' % i for i in range(3)]
+PROXY = PREFIX + 'redis-proxy'
 SECRET_PREFIX = PREFIX.replace('-', '_')
 REPMGR_CONF = '/etc/boxoffice/repmgr.conf'
 REPORT = os.path.join(REPO_ROOT, 'reports', 'failover.jsonl')
@@ -107,15 +111,16 @@ def is_in_recovery(client, node):
 def data_tier(docker_client, tmp_path_factory):
     client = docker_client
     tmp_path = tmp_path_factory.mktemp('data_tier')
-    images = {name: build_context(client, name) for name in ('postgres', 'pgpool')}
+    images = {name: build_context(client, name) for name in ('postgres', 'pgpool', 'redis', 'haproxy')}
     node_id = client.info()['Swarm']['NodeID']
     node = client.nodes.get(node_id)
     spec = node.attrs['Spec']
     labels = dict(spec.get('Labels') or {})
-    added = {'boxoffice.%s' % name: 'true' for name in PG_NODES}
+    added = {'boxoffice.%s' % name: 'true' for name in PG_NODES + REDIS}
     spec['Labels'] = dict(labels, **added)
     node.update(spec)
-    network = client.networks.create(NETWORK, driver='overlay', attachable=True)
+    networks = [client.networks.create(name, driver='overlay', attachable=True)
+                for name in (NETWORK, CACHE_NETWORK)]
     extra_vars = {
         'secrets_dir': str(tmp_path / 'secrets'),
         'secrets_vault_password_file': str(tmp_path / 'vault-password'),
@@ -128,16 +133,25 @@ def data_tier(docker_client, tmp_path_factory):
         'pgpool_backends': PG_NODES,
         'pgpool_network': NETWORK,
         'pgpool_image': images['pgpool'],
+        'redis_sentinel_servers': REDIS,
+        'redis_sentinel_sentinels': SENTINELS,
+        'redis_sentinel_network': CACHE_NETWORK,
+        'redis_sentinel_volume_prefix': SECRET_PREFIX + 'redisdata_',
+        'redis_sentinel_image': images['redis'],
+        'redis_proxy_service_name': PROXY,
+        'redis_proxy_servers': REDIS,
+        'redis_proxy_network': CACHE_NETWORK,
+        'redis_proxy_image': images['haproxy'],
     }
     try:
         first = run_playbook(extra_vars, tmp_path)
         yield {'client': client, 'vars': extra_vars, 'tmp': tmp_path, 'images': images,
                'first_run': first}
     finally:
-        teardown(client, node_id, added, network)
+        teardown(client, node_id, added, networks)
 
 
-def teardown(client, node_id, added, network):
+def teardown(client, node_id, added, networks):
     services = [s for s in client.services.list() if s.name.startswith(PREFIX)]
     for service in services:
         service.remove()
@@ -155,7 +169,8 @@ def teardown(client, node_id, added, network):
         for item in kind.list():
             if item.name.startswith(SECRET_PREFIX) or item.name.startswith(PREFIX):
                 item.remove()
-    network.remove()
+    for network in networks:
+        network.remove()
     node = client.nodes.get(node_id)
     spec = node.attrs['Spec']
     spec['Labels'] = {k: v for k, v in (spec.get('Labels') or {}).items() if k not in added}
@@ -306,5 +321,97 @@ def test_postgres_failover_through_pgpool(data_tier):
             'old_primary': primary, 'new_primary': new_primary,
             'old_primary_rejoin_s': round(rejoined - returned_at, 1),
             'acknowledged': len(acknowledged), 'failed_attempts': len(failed),
+            'acknowledged_missing': len(missing)})
+    assert missing == [], 'acknowledged writes lost: %s' % missing[:20]
+
+
+# Prints "ok <n> <time> <server>" when SET was acknowledged by the master and by at least one
+# replica (WAIT 1 1000), "fail ..." otherwise. <server> is the answering server's announced name.
+REDIS_WRITER = r'''
+export REDISCLI_AUTH=$(cat /pw)
+i=0
+while :; do
+  i=$((i+1))
+  out=$(printf 'SET drill:%%d %%d\nWAIT 1 1000\nCONFIG GET replica-announce-ip\n' $i $i \
+        | timeout 3 redis-cli -h %s 2>/dev/null | tr '\n' ' ')
+  set -- $out
+  if [ "${1:-}" = OK ] && [ "${2:-0}" -ge 1 ] 2>/dev/null; then
+    echo "ok $i $(date +%%s.%%N) ${4:--}"
+  else
+    echo "fail $i $(date +%%s.%%N) -"
+  fi
+  sleep 0.1
+done
+'''
+
+
+def redis_role(client, server):
+    container = task_container(client, server)
+    if container is None:
+        return None
+    code, out = exec_out(container, ['sh', '-c', 'REDISCLI_AUTH=$(cat /run/secrets/redis_password) '
+                                     'redis-cli --no-auth-warning INFO replication'], user='root')
+    fields = dict(l.strip().split(':', 1) for l in out.splitlines() if ':' in l)
+    return fields.get('role'), fields.get('master_link_status'), fields.get('master_host')
+
+
+def redis_layout(client):
+    roles = {server: redis_role(client, server) for server in REDIS}
+    masters = [s for s, r in roles.items() if r and r[0] == 'master']
+    replicas_up = [s for s, r in roles.items() if r and r[0] == 'slave' and r[1] == 'up'
+                   and r[2] in masters]
+    return masters, replicas_up
+
+
+def test_redis_failover_through_proxy(data_tier):
+    client = data_tier['client']
+
+    def settled():
+        masters, replicas = redis_layout(client)
+        return masters if len(masters) == 1 and len(replicas) == len(REDIS) - 1 else None
+    masters = wait_for(settled, timeout=240, message='one Redis master with in-sync replicas')
+    old_master = masters[0]
+    pw = data_tier['tmp'] / 'redis_pw'
+    pw.write_text(read_secret(data_tier, 'redis_password'))
+    writer = client.containers.run(
+        image=data_tier['images']['redis'], network=CACHE_NETWORK, user='root',
+        volumes={str(pw): {'bind': '/pw', 'mode': 'ro'}},
+        entrypoint=['bash', '-c', REDIS_WRITER % PROXY], name=PREFIX + 'redis-writer', detach=True)
+    try:
+        wait_for(lambda: sum(1 for l in writer_lines(writer) if l[0] == 'ok') >= 20,
+                 timeout=120, message='20 acknowledged writes through redis-proxy')
+        stopped_at = time.time()
+        client.services.get(old_master).scale(0)
+        first_ok = wait_for(lambda: next((l for l in writer_lines(writer) if l[0] == 'ok'
+                                          and l[2] > stopped_at and l[3] != old_master), None),
+                            timeout=180, message='acknowledged writes on a new master')
+        new_master = first_ok[3]
+        returned_at = time.time()
+        client.services.get(old_master).scale(1)
+
+        def old_master_is_replica():
+            masters, replicas = redis_layout(client)
+            return masters == [new_master] and sorted(replicas) == sorted(set(REDIS) - {new_master})
+        wait_for(old_master_is_replica, timeout=180,
+                 message='the old master back as a replica of %s' % new_master)
+        rejoined = time.time()
+        assert redis_role(client, old_master)[0] == 'slave'
+        time.sleep(2)
+    finally:
+        writer.stop(timeout=2)
+        lines = writer_lines(writer)
+        writer.remove(force=True)
+    acknowledged = set(l[1] for l in lines if l[0] == 'ok')
+    out = client.containers.run(
+        image=data_tier['images']['redis'], network=CACHE_NETWORK, user='root',
+        volumes={str(pw): {'bind': '/pw', 'mode': 'ro'}}, name=PREFIX + 'redis-count', remove=True,
+        entrypoint=['bash', '-c', 'REDISCLI_AUTH=$(cat /pw) redis-cli -h %s --scan --pattern "drill:*"' % PROXY])
+    present = set(int(k.split(':')[1]) for k in out.decode().split())
+    missing = sorted(acknowledged - present)
+    report({'drill': 'redis', 'stop_to_recovery_s': round(first_ok[2] - stopped_at, 2),
+            'old_master': old_master, 'new_master': new_master,
+            'old_master_rejoin_s': round(rejoined - returned_at, 1),
+            'acknowledged': len(acknowledged),
+            'failed_attempts': sum(1 for l in lines if l[0] == 'fail'),
             'acknowledged_missing': len(missing)})
     assert missing == [], 'acknowledged writes lost: %s' % missing[:20]
