@@ -243,16 +243,27 @@ def writer_lines(writer):
     return lines
 
 
-def count_rows(data_tier):
-    client = data_tier['client']
-    out = client.containers.run(
+def pgpool_query(data_tier, sql):
+    out = data_tier['client'].containers.run(
         image=data_tier['images']['postgres'], network=NETWORK, user='root',
         environment={'PGPASSFILE': '/pgpass'},
         volumes={str(data_tier['tmp'] / 'pgpass'): {'bind': '/pgpass', 'mode': 'ro'}},
-        entrypoint=['psql', 'host=%s user=pretix dbname=pretix' % PGPOOL, '-XAtqc',
-                    'SELECT id FROM drill ORDER BY id'],
-        name=PREFIX + 'count', remove=True)
-    return set(int(x) for x in out.decode().split())
+        entrypoint=['psql', 'host=%s user=pretix dbname=pretix' % PGPOOL, '-XAtqc', sql],
+        name=PREFIX + 'query', remove=True)
+    return out.decode()
+
+
+def count_rows(data_tier):
+    return set(int(x) for x in pgpool_query(data_tier, 'SELECT id FROM drill ORDER BY id').split())
+
+
+def pgpool_node_up(data_tier, node):
+    """True when pgpool lists `node` as up; asked several times to reach both dnsrr replicas."""
+    for _ in range(4):
+        rows = [line.split('|') for line in pgpool_query(data_tier, 'SHOW pool_nodes').splitlines()]
+        if not any(row[1] == node and row[3] == 'up' for row in rows if len(row) > 3):
+            return False
+    return True
 
 
 def report(record):
@@ -311,6 +322,9 @@ def test_postgres_failover_through_pgpool(data_tier):
         assert [r[0] for r in final if r[1] == 'primary'] == [new_primary], final
         assert dict((r[0], r[1]) for r in final)[primary] == 'standby', final
         assert is_in_recovery(client, primary) == 't'
+        # pgpool re-attaches the rejoined node by itself (auto_failback), no pcp_attach_node.
+        wait_for(lambda: pgpool_node_up(data_tier, primary), timeout=120,
+                 message='pgpool to re-attach the rejoined %s' % primary)
         time.sleep(2)
     finally:
         writer.stop(timeout=2)
