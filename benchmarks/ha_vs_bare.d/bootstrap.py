@@ -16,8 +16,11 @@ with scopes_disabled():
     if event is None:
         event = Event.objects.create(organizer=organizer, slug=slug, name=slug, currency="EUR",
                                      date_from=now() + datetime.timedelta(days=30), live=True)
+        event.set_defaults()
+        # The manual payment provider only offers itself when its plugin is active.
+        event.plugins = ",".join([p for p in (event.plugins or "").split(",") if p] + ["pretix.plugins.manualpayment"])
+        event.save()
         event.settings.set("payment_manual__enabled", True)
-        event.settings.set("payment_manual_public_name", "Pay at the door")
         item = event.items.create(name="Ticket", default_price=10, admission=True, active=True)
         quota = event.quotas.create(name="Tickets", size=int(os.environ.get("BENCH_QUOTA", "1000000")))
         quota.items.add(item)
