@@ -103,6 +103,10 @@ options:
     description: Name of the API token.
     type: str
     default: boxoffice
+  update_check:
+    description: Whether pretix may contact pretix.eu to check for updates (off for air-gapped sites).
+    type: bool
+    default: false
 '''
 
 EXAMPLES = r'''
@@ -170,6 +174,7 @@ from django.utils.timezone import now
 from django_scopes import scopes_disabled
 from pretix.base.models import Event, Item, Organizer, Quota, Team, User
 from pretix.base.models.organizer import TeamAPIToken
+from pretix.base.settings import GlobalSettingsObject
 
 p = json.loads(os.environ["BOOTSTRAP_PARAMS"])
 changes = []
@@ -202,6 +207,9 @@ with scopes_disabled(), transaction.atomic():
         user.set_password(p["admin_password"])
         user.save()
         changes.append("admin password")
+
+    global_settings = GlobalSettingsObject()
+    ensure_settings(global_settings, "global", update_check_perform=p["update_check"])
 
     org_p = p.get("organizer")
     if org_p:
@@ -329,6 +337,7 @@ def main():
             quota_size=dict(type='int', default=10000),
             api_token=dict(type='str', no_log=True),
             api_token_name=dict(type='str', default='boxoffice'),
+            update_check=dict(type='bool', default=False),
         ),
         required_by=dict(event=['organizer'], api_token=['organizer']),
         supports_check_mode=True,
@@ -348,6 +357,7 @@ def main():
         admin_email=p['admin_email'], admin_password=p['admin_password'],
         organizer=p['organizer'], event=p['event'], product=p['product'],
         quota_size=p['quota_size'], api_token=p['api_token'], api_token_name=p['api_token_name'],
+        update_check=p['update_check'],
         check_mode=module.check_mode,
     )
     try:
