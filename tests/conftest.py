@@ -223,6 +223,18 @@ def run_ansible_module(module, args, check=False, diff=False, timeout=900, pytho
     return result
 
 
+def run_playbook(*args, timeout=900):
+    """Run ansible-playbook from the checkout (its ansible.cfg and default local inventory).
+
+    Returns (exit code, stdout + stderr).
+    """
+    env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_FORCE_COLOR='0')
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')]
+                          + list(args), cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          check=False, timeout=timeout)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
 @pytest.fixture
 def ansible_module():
     """The run_ansible_module helper as a fixture, for tests outside this directory."""

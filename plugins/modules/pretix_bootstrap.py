@@ -10,7 +10,8 @@ DOCUMENTATION = r'''
 module: pretix_bootstrap
 short_description: Replace pretix's default admin password and create a demo organiser, event, product, quota and API token
 version_added: 0.1.0
-author: boxoffice.pretix engineers
+author:
+  - boxoffice.pretix engineers (!UNKNOWN)
 description:
   - Runs a Django snippet inside a running, healthy container of a pretix web service on the
     Docker host the module runs against (found through the Docker SDK by the Swarm service label),

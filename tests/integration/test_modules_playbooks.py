@@ -1,17 +1,6 @@
 """playbooks/scale.yml and playbooks/heal.yml through ansible-playbook on the local inventory."""
 
-import os
-import subprocess
-import sys
-
-from conftest import REPO_ROOT, running_task_count, wait_for
-
-
-def run_playbook(*args):
-    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'),
-                           '-i', 'inventories/local/hosts.yml'] + list(args),
-                          cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=900)
-    return proc.returncode, proc.stdout + proc.stderr
+from conftest import run_playbook, running_task_count, wait_for
 
 
 def test_scale_playbook_scales_the_named_service(docker_client, busybox_service):

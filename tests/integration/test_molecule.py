@@ -11,6 +11,7 @@ SCENARIOS = sorted(
     if os.path.isfile(os.path.join(REPO_ROOT, 'molecule', entry, 'molecule.yml')))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('scenario', SCENARIOS)
 def test_molecule_scenario(scenario):
     venv_bin = os.path.join(REPO_ROOT, '.venv', 'bin')

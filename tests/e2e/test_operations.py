@@ -1,0 +1,72 @@
+"""Operations on the deployed stack: scale.yml and heal.yml against the real pretix services.
+
+Needs the stack from site.yml on this machine (scripts/test.sh deploys it first). Each test
+leaves the stack as it found it: pretix-web back at its replica count, every task running.
+"""
+
+import re
+
+import pytest
+import requests
+import urllib3
+
+from conftest import run_playbook, running_task_count, wait_for
+
+WEB_SERVICE = 'pretix-web'
+HEALTHCHECK = 'https://localhost/healthcheck/'
+
+urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+
+
+@pytest.fixture
+def web_service(docker_client):
+    try:
+        service = docker_client.api.inspect_service(WEB_SERVICE)
+    except Exception as exc:  # docker.errors.NotFound, or any API failure: the stack is not there
+        pytest.fail('%s is not deployed here (%s): run `ansible-playbook site.yml` first' % (WEB_SERVICE, exc))
+    replicas = service['Spec']['Mode']['Replicated']['Replicas']
+    wait_for(lambda: running_task_count(docker_client, service['ID']) == replicas, timeout=300,
+             message='every %s replica running before the test' % WEB_SERVICE)
+    return service['ID'], replicas
+
+
+def shop_is_healthy():
+    return requests.get(HEALTHCHECK, verify=False, timeout=10).status_code == 200
+
+
+def test_scale_web_up_and_back(docker_client, web_service):
+    service_id, replicas = web_service
+    try:
+        rc, output = run_playbook('scale.yml', '-e', 'replicas=%d' % (replicas + 1))
+        assert rc == 0, output
+        assert re.search(r'%s: %d -> %d replicas, %d running, converged in [0-9.]+s'
+                         % (WEB_SERVICE, replicas, replicas + 1, replicas + 1), output), output
+        assert running_task_count(docker_client, service_id) == replicas + 1
+        assert shop_is_healthy()
+    finally:
+        rc, output = run_playbook('scale.yml', '-e', 'replicas=%d' % replicas)
+    assert rc == 0, output
+    assert running_task_count(docker_client, service_id) == replicas
+
+    rc, output = run_playbook('scale.yml', '-e', 'replicas=%d' % replicas)
+    assert rc == 0 and 'changed=0' in output, output
+
+
+def test_heal_redeploys_a_killed_web_task(docker_client, web_service):
+    service_id, replicas = web_service
+    force_update = docker_client.api.inspect_service(service_id)['Spec']['TaskTemplate'].get('ForceUpdate', 0)
+    victim = docker_client.api.containers(
+        filters={'label': 'com.docker.swarm.service.name=%s' % WEB_SERVICE})[0]
+    docker_client.api.kill(victim['Id'])
+    wait_for(lambda: any(t['Status']['State'] == 'failed'
+                         for t in docker_client.api.tasks(filters={'service': service_id})),
+             message='the killed task to be recorded as failed')
+
+    rc, output = run_playbook('heal.yml', '-e', '{"heal_labels": {"boxoffice.component": "pretix"}}')
+
+    assert rc == 0, output
+    assert re.search(r'%s: healed \(redeploy\); failed_tasks' % WEB_SERVICE, output), output
+    spec = docker_client.api.inspect_service(service_id)['Spec']
+    assert spec['TaskTemplate'].get('ForceUpdate', 0) == force_update + 1
+    assert running_task_count(docker_client, service_id) == replicas
+    assert wait_for(shop_is_healthy, timeout=120, message='the shop to answer after the heal')
