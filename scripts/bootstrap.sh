@@ -9,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-apt_packages="python3 python3-venv python3-pip git ca-certificates debootstrap busybox-static openssl libnfs-utils"
+apt_packages="python3 python3-venv python3-pip git ca-certificates debootstrap busybox-static openssl libnfs-utils iproute2"
 missing=""
 for package in $apt_packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"
