@@ -16,8 +16,8 @@
 # Environment: BENCH_SCENARIO (api|web, default api), BENCH_RATE (offered purchases/min,
 # default 1600 = the 2x profile), BENCH_DURATION (s, default 60), BENCH_PORT (default 18080),
 # BENCH_PREFIX (Docker object prefix, default bxlt-bench), PRETIX_IMAGE / PRETIX_WEB_WORKERS
-# (default: those of the pretix-web service), HA_URL (default https://127.0.0.1),
-# HA_ORGANIZER / HA_EVENT (default demo), HA_TOKEN.
+# (default: those of the pretix-web service), HA_URL (default https://localhost),
+# HA_ORGANIZER / HA_EVENT (default demo / concert, what site.yml creates), HA_TOKEN.
 set -eu
 cd "$(dirname "$0")/.."
 HERE=benchmarks/ha_vs_bare.d
@@ -26,7 +26,8 @@ PORT=${BENCH_PORT:-18080}
 SCENARIO=${BENCH_SCENARIO:-api}
 RATE=${BENCH_RATE:-1600}
 DURATION=${BENCH_DURATION:-60}
-BASE_IMAGE=${BASE_IMAGE:-boxoffice/base:manual}
+# The images role's debootstrapped base (site.yml made it).
+BASE_IMAGE=${BASE_IMAGE:-$(docker images boxoffice/base --format '{{.Repository}}:{{.Tag}}' | grep ':bookworm-' | head -1)}
 DATASTORE_IMAGE=$P/datastore:1
 
 service_env() {
@@ -108,7 +109,7 @@ echo "scenario $SCENARIO, offered $RATE purchases/min for ${DURATION}s; pretix $
 set -- $(measure bare "$BARE_URL" "$BARE_ORGANIZER" "$BARE_EVENT" "$BARE_TOKEN")
 echo "bare: $1 purchases/min (success ratio $2, worst request p95 $3 ms)"
 BARE=$1
-if HA=$(measure ha "${HA_URL:-https://127.0.0.1}" "${HA_ORGANIZER:-demo}" "${HA_EVENT:-demo}" "${HA_TOKEN:-}"); then
+if HA=$(measure ha "${HA_URL:-https://localhost}" "${HA_ORGANIZER:-demo}" "${HA_EVENT:-concert}" "${HA_TOKEN:-}"); then
   set -- $HA
   echo "HA:   $1 purchases/min (success ratio $2, worst request p95 $3 ms)"
   python3 -c 'import sys; b=float(sys.argv[2]); print("ratio HA/bare: %s" % (round(float(sys.argv[1]) / b, 3) if b else "n/a"))' "$1" "$BARE"

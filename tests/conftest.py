@@ -27,6 +27,22 @@ BUSYBOX_IMAGE = 'boxoffice-test/busybox:latest'
 BUSYBOX_APPLETS = ('sh', 'sleep', 'true', 'false', 'echo', 'cat', 'ls', 'ps', 'kill', 'env')
 
 
+def debian_base_image(client=None):
+    """The Debian base the images role debootstrapped (site.yml makes it before the tests run).
+
+    BOXOFFICE_BASE_IMAGE overrides it; fails the test with what to run when there is none.
+    """
+    if os.environ.get('BOXOFFICE_BASE_IMAGE'):
+        return os.environ['BOXOFFICE_BASE_IMAGE']
+    client = client or docker.from_env()
+    for image in client.images.list('boxoffice/base'):
+        for tag in image.tags:
+            if tag.startswith('boxoffice/base:bookworm-'):
+                return tag
+    pytest.fail('No Debian base image boxoffice/base:bookworm-*: run `ansible-playbook '
+                'playbooks/images.yml` (or site.yml), or set BOXOFFICE_BASE_IMAGE.')
+
+
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: takes more than ~5 minutes; deselect with -m "not slow"')
 

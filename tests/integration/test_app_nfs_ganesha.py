@@ -4,8 +4,7 @@ This kernel has neither an NFS server nor an NFS client, so the kernel implement
 nodes' kernel mounts (Docker volumes of type nfs) are NOT exercised here; this test covers the
 ganesha service the role builds and runs, and the mount description it hands to pretix/nginx.
 Everything is named bxtest-nfs-<random> and removed afterwards. The first run builds the
-ganesha image (about a minute); BOXOFFICE_TEST_BASE_IMAGE selects the base (default
-boxoffice/base:manual).
+ganesha image (about a minute) on the images role's Debian base (conftest.debian_base_image).
 """
 
 import json
@@ -17,10 +16,9 @@ import uuid
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, debian_base_image
 
 ANSIBLE_PLAYBOOK = os.path.join(REPO_ROOT, '.venv', 'bin', 'ansible-playbook')
-BASE_IMAGE = os.environ.get('BOXOFFICE_TEST_BASE_IMAGE', 'boxoffice/base:manual')
 PORT = 12049
 PLAYBOOK = '''
 - hosts: localhost
@@ -48,7 +46,7 @@ def ganesha(tmp_path, docker_client):
     extra = {
         'nfs_enabled': True, 'nfs_server_implementation': 'ganesha', 'nfs_server_address': '127.0.0.1',
         'nfs_ganesha_service': prefix, 'nfs_ganesha_volume': prefix + '-export',
-        'nfs_ganesha_port': PORT, 'nfs_ganesha_base_image': BASE_IMAGE,
+        'nfs_ganesha_port': PORT, 'nfs_ganesha_base_image': debian_base_image(docker_client),
         'nfs_ganesha_constraints': ['node.id == %s' % node_id], 'nfs_volume_name': prefix + '-data',
     }
     args = [ANSIBLE_PLAYBOOK if os.path.exists(ANSIBLE_PLAYBOOK) else 'ansible-playbook', str(playbook),

@@ -11,7 +11,7 @@ The Redis drill has the same shape through redis-proxy (HAProxy): acknowledged =
 OK and WAIT 1 1000 confirmed by a replica; recovery = first acknowledged write on a new master.
 
 Marked slow: about 7 minutes on 2 cores with images built (first image builds add ~4 minutes).
-Set BOXOFFICE_BASE_IMAGE to the debootstrapped base (default boxoffice/base:manual).
+Images are built on conftest.debian_base_image (the images role's debootstrapped base).
 """
 
 import hashlib
@@ -24,12 +24,11 @@ import time
 import docker
 import pytest
 
-from conftest import REPO_ROOT, TEST_PREFIX, wait_for
+from conftest import REPO_ROOT, TEST_PREFIX, debian_base_image, wait_for
 
 pytestmark = pytest.mark.slow
 
 PREFIX = TEST_PREFIX + 'dt-'
-BASE_IMAGE = os.environ.get('BOXOFFICE_BASE_IMAGE', 'boxoffice/base:manual')
 NETWORK = PREFIX + 'db'
 PG_NODES = [PREFIX + 'pg-%d' % i for i in range(3)]
 PGPOOL = PREFIX + 'pgpool'
@@ -45,7 +44,8 @@ REPORT = os.path.join(REPO_ROOT, 'reports', 'failover.jsonl')
 def build_context(client, name):
     """Build roles/images/files/<name> tagged by a hash of the context (unchanged = cached)."""
     context = os.path.join(REPO_ROOT, 'roles', 'images', 'files', name)
-    digest = hashlib.sha256(BASE_IMAGE.encode())
+    base_image = debian_base_image(client)
+    digest = hashlib.sha256(base_image.encode())
     for root, _, files in sorted(os.walk(context)):
         for filename in sorted(files):
             path = os.path.join(root, filename)
@@ -56,7 +56,7 @@ def build_context(client, name):
     try:
         client.images.get(tag)
     except docker.errors.ImageNotFound:
-        client.images.build(path=context, tag=tag, buildargs={'BASE_IMAGE': BASE_IMAGE}, rm=True)
+        client.images.build(path=context, tag=tag, buildargs={'BASE_IMAGE': base_image}, rm=True)
     return tag
 
 
