@@ -19,7 +19,7 @@ import traceback
 
 try:
     import docker
-    from docker.errors import DockerException
+    from docker.errors import DockerException, NotFound
     HAS_DOCKER = True
     DOCKER_IMPORT_ERROR = None
 except ImportError:
@@ -28,6 +28,9 @@ except ImportError:
 
     class DockerException(Exception):
         """Stand-in so callers can name the exception without the SDK installed."""
+
+    class NotFound(DockerException):
+        """Stand-in for docker.errors.NotFound without the SDK installed."""
 
 
 DOCKER_REQUIREMENT = 'docker (the Docker SDK for Python, tested with docker==7.2.0)'

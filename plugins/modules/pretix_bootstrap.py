@@ -148,19 +148,17 @@ event_url:
 
 import json
 import time
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-try:
-    import docker
-    from docker.errors import DockerException, NotFound
-    HAS_DOCKER = True
-    DOCKER_IMPORT_ERROR = None
-except ImportError:
-    HAS_DOCKER = False
-    DOCKER_IMPORT_ERROR = traceback.format_exc()
-    DockerException = NotFound = Exception
+from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services import (
+    DOCKER_IMPORT_ERROR,
+    HAS_DOCKER,
+    DockerException,
+    NotFound,
+    SwarmError,
+    get_client,
+)
 
 RESULT_MARKER = 'BOXOFFICE-BOOTSTRAP-RESULT:'
 
@@ -362,11 +360,11 @@ def main():
         check_mode=module.check_mode,
     )
     try:
-        client = docker.DockerClient(base_url=p['docker_host']) if p['docker_host'] else docker.from_env()
+        client = get_client(p['docker_host'])
         container = find_container(client, p['service'], time.time() + p['timeout'])
         exit_code, output = container.exec_run(
             ['python', '-c', SNIPPET], environment={'BOOTSTRAP_PARAMS': json.dumps(params)})
-    except (DockerException, RuntimeError) as exc:
+    except (DockerException, RuntimeError, SwarmError) as exc:
         module.fail_json(msg=str(exc))
 
     text = output.decode('utf-8', 'replace')
