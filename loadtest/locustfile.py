@@ -107,13 +107,18 @@ class WebBuyer(Buyer):
     def async_post(self, page, action, data, name):
         """POST a pretix AsyncAction in its AJAX form and wait for the task's verdict."""
         answer = self.post(page, action, data, name, ajax=True).json()
+        check = None
         for _ in range(ASYNC_POLLS):
             if answer.get("ready"):
                 if not answer.get("success"):
                     raise core.PurchaseFailed(f"{name}: {answer.get('message')}")
                 return urllib.parse.urljoin(page.url, answer.get("redirect") or "")
+            # Only pretix's first answer carries check_url; the answers to polling it do not.
+            if answer.get("check_url"):
+                check = urllib.parse.urljoin(page.url, answer["check_url"])
+            if check is None:
+                raise core.PurchaseFailed(f"{name}: pretix gave no URL to wait on: {answer}")
             time.sleep(ASYNC_POLL_INTERVAL)
-            check = urllib.parse.urljoin(page.url, answer["check_url"])
             answer = self.checked(self.client.get(check, name=f"{name} (wait)")).json()
         raise core.PurchaseFailed(f"{name}: task not finished after {ASYNC_POLLS * ASYNC_POLL_INTERVAL:.0f}s")
 
