@@ -19,7 +19,7 @@ import traceback
 
 try:
     import docker
-    from docker.errors import DockerException, NotFound
+    from docker.errors import DockerException, NotFound  # pylint: disable=unused-import  # re-exported for the modules
     HAS_DOCKER = True
     DOCKER_IMPORT_ERROR = None
 except ImportError:
