@@ -29,7 +29,10 @@ requirements:
   - docker (the Docker SDK for Python, tested with docker==7.2.0)
 options:
   service:
-    description: Swarm service whose running task container is used (must run on this Docker host).
+    description:
+      - Swarm service whose running task container is used (must run on this Docker host).
+      - On a manager only containers of the service's current image qualify; a worker cannot read
+        the service, so there the newest healthy task container is used.
     type: str
     default: pretix-web
   docker_host:
@@ -290,15 +293,20 @@ def find_container(client, service, deadline):
     service currently asks for qualify, newest first.
     """
     filters = {'label': 'com.docker.swarm.service.name=%s' % service, 'status': 'running'}
+    # A worker cannot read service specs; there any healthy task container qualifies (the pretix
+    # role has waited for its rollout to finish before the bootstrap runs).
+    on_manager = client.info().get('Swarm', {}).get('ControlAvailable', False)
+    wanted = None
     while True:
-        try:
-            wanted = client.services.get(service).attrs['Spec']['TaskTemplate']['ContainerSpec']['Image']
-        except NotFound:
-            wanted = None
-        containers = client.containers.list(filters=filters) if wanted else []
+        if on_manager:
+            try:
+                wanted = client.services.get(service).attrs['Spec']['TaskTemplate']['ContainerSpec']['Image']
+            except NotFound:
+                wanted = None
+        containers = client.containers.list(filters=filters) if wanted or not on_manager else []
         candidates = sorted(
             (c for c in containers
-             if c.attrs['Config']['Image'] == wanted
+             if (not on_manager or c.attrs['Config']['Image'] == wanted)
              and c.attrs.get('State', {}).get('Health', {}).get('Status') in (None, 'healthy')),
             key=lambda c: c.attrs['Created'], reverse=True)
         if candidates:
