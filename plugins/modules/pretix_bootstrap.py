@@ -298,16 +298,16 @@ def find_container(client, service, deadline):
     on_manager = client.info().get('Swarm', {}).get('ControlAvailable', False)
     wanted = None
     while True:
+        containers = client.containers.list(filters=filters)
         if on_manager:
             try:
                 wanted = client.services.get(service).attrs['Spec']['TaskTemplate']['ContainerSpec']['Image']
             except NotFound:
                 wanted = None
-        containers = client.containers.list(filters=filters) if wanted or not on_manager else []
+            containers = [c for c in containers if c.attrs['Config']['Image'] == wanted]
         candidates = sorted(
             (c for c in containers
-             if (not on_manager or c.attrs['Config']['Image'] == wanted)
-             and c.attrs.get('State', {}).get('Health', {}).get('Status') in (None, 'healthy')),
+             if c.attrs.get('State', {}).get('Health', {}).get('Status') in (None, 'healthy')),
             key=lambda c: c.attrs['Created'], reverse=True)
         if candidates:
             return candidates[0]

@@ -8,22 +8,13 @@ removed). The capacity numbers come from the profiles and benchmarks/ha_vs_bare.
 import glob
 import json
 import os
-import subprocess
 
 import docker
 
 from conftest import run_playbook
+from test_buy_ticket import read_vault
 
-SECRETS_DIR = os.path.expanduser('~/.config/boxoffice/secrets/local')
-VAULT_PASSWORD_FILE = os.path.expanduser('~/.config/boxoffice/vault-password')
 PREFIX = 'bxtest-lte2e'
-
-
-def api_token():
-    vault = os.path.join(os.path.dirname(os.path.realpath(__file__)), '..', '..', '.venv', 'bin', 'ansible-vault')
-    return subprocess.run([vault, 'view', '--vault-password-file', VAULT_PASSWORD_FILE,
-                           os.path.join(SECRETS_DIR, 'pretix_api_token.vault')],
-                          capture_output=True, text=True, check=True).stdout.strip()
 
 
 def loadtest(tmp_path, *extra):
@@ -64,7 +55,7 @@ def test_web_checkouts_through_the_ha_stack(tmp_path):
 
 def test_sellout_sells_exactly_the_quota(tmp_path):
     rc, output = loadtest(tmp_path, 'loadtest_mode=sellout', 'loadtest_scenario=api',
-                          'loadtest_api_token=%s' % api_token(), 'loadtest_sellout_quota=20',
+                          'loadtest_api_token=%s' % read_vault('pretix_api_token'), 'loadtest_sellout_quota=20',
                           'loadtest_sellout_rate=240')
 
     assert rc == 0, output[-4000:]

@@ -4,18 +4,16 @@ Needs the stack from site.yml on this machine (scripts/test.sh deploys it first)
 leaves the stack as it found it: pretix-web back at its replica count, every task running.
 """
 
-import os
 import re
 
 import pytest
 import requests
 
 from conftest import run_playbook, running_task_count, wait_for
+from test_buy_ticket import BASE_URL, TLS_CA
 
 WEB_SERVICE = 'pretix-web'
-HEALTHCHECK = 'https://localhost/healthcheck/'
-# The nginx role's self-signed certificate for the local inventory.
-TLS_CA = os.path.expanduser('~/.config/boxoffice/tls/local/cert.pem')
+HEALTHCHECK = BASE_URL + '/healthcheck/'
 
 
 @pytest.fixture
