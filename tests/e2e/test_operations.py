@@ -6,6 +6,7 @@ leaves the stack as it found it: pretix-web back at its replica count, every tas
 
 import re
 
+import docker
 import pytest
 import requests
 
@@ -50,7 +51,30 @@ def test_scale_web_up_and_back(docker_client, web_service):
     assert rc == 0 and 'changed=0' in output, output
 
 
-def test_heal_redeploys_a_killed_web_task(docker_client, web_service):
+@pytest.fixture
+def badly_configured_service(docker_client):
+    """An nginx service of the stack's own image whose config nginx rejects: its tasks exit at once."""
+    nginx = docker_client.api.inspect_service('nginx')['Spec']['TaskTemplate']['ContainerSpec']
+    config = docker_client.configs.create(name='bxtest-bad-nginx-conf',
+                                          data=b'events {} http { this_is_not_a_directive on; }\n')
+    service = docker_client.services.create(
+        nginx['Image'], name='bxtest-bad-nginx', labels={'boxoffice.component': 'bxtest'},
+        configs=[docker.types.ConfigReference(config.id, config.name, filename='/etc/nginx/nginx.conf')])
+    try:
+        wait_for(lambda: sum(t['Status']['State'] in ('failed', 'rejected')
+                             for t in docker_client.api.tasks(filters={'service': service.id})) > 1,
+                 timeout=180, message='the badly configured service to fail repeatedly')
+        yield service.name
+    finally:
+        service.remove()
+        wait_for(lambda: not docker_client.containers.list(
+            all=True, filters={'label': 'com.docker.swarm.service.name=bxtest-bad-nginx'}),
+            timeout=120, message='the badly configured service to be gone')
+        config.remove()
+
+
+def test_heal_redeploys_a_killed_web_task_and_reports_a_broken_service(docker_client, web_service,
+                                                                        badly_configured_service):
     service_id, replicas = web_service
     force_update = docker_client.api.inspect_service(service_id)['Spec']['TaskTemplate'].get('ForceUpdate', 0)
     victim = docker_client.api.containers(
@@ -60,10 +84,15 @@ def test_heal_redeploys_a_killed_web_task(docker_client, web_service):
                          for t in docker_client.api.tasks(filters={'service': service_id})),
              message='the killed task to be recorded as failed')
 
-    rc, output = run_playbook('heal.yml', '-e', '{"heal_labels": {"boxoffice.component": "pretix"}}')
+    # Over the whole swarm, as an operator or the AWX schedule runs it.
+    rc, output = run_playbook('heal.yml', '-e', 'heal_timeout=240')
 
-    assert rc == 0, output
+    assert rc != 0, output
+    assert 'Still failing after a redeploy: %s' % badly_configured_service in output, output
+    assert re.search(r'%s: failed \(redeploy\);.*failed_tasks' % badly_configured_service, output), output
     assert re.search(r'%s: healed \(redeploy\);.*failed_tasks' % WEB_SERVICE, output), output
+    untouched = re.findall(r"'([^' ]+): healthy \(none\); no findings", output)
+    assert {'nginx', 'pgpool', 'pg-0', 'redis-proxy'} <= set(untouched), output
     spec = docker_client.api.inspect_service(service_id)['Spec']
     assert spec['TaskTemplate'].get('ForceUpdate', 0) == force_update + 1
     assert running_task_count(docker_client, service_id) == replicas
