@@ -10,8 +10,8 @@
 # The bare pretix: the same image and gunicorn worker count as the HA stack's pretix-web
 # service, one PostgreSQL and one Redis container, a celery worker, no nginx/pgpool/HAProxy,
 # on a private bridge network; its port is published on loopback only. Static files are
-# nginx's job, so the default scenario is the REST API (a web run on bare pretix gets 404s
-# for static assets).
+# nginx's job: web runs skip the static assets on both sides, so both compare the same
+# pretix requests.
 #
 # Environment: BENCH_SCENARIO (api|web, default api), BENCH_RATE (offered purchases/min,
 # default 1600 = the 2x profile), BENCH_DURATION (s, default 60), BENCH_PORT (default 18080),
@@ -88,7 +88,7 @@ measure() {  # label, url, organizer, event, token -> prints purchases/min
   out=$(mktemp -d)
   . .venv/bin/activate
   ansible-playbook loadtest.yml -e loadtest_fail_on_breach=false -e loadtest_scenario="$SCENARIO" \
-    -e loadtest_target_rate="$RATE" -e loadtest_profile=1x -e loadtest_duration="$DURATION" \
+    -e loadtest_target_rate="$RATE" -e loadtest_profile=1x -e loadtest_static_assets=false -e loadtest_duration="$DURATION" \
     -e loadtest_target_url="$2" -e loadtest_organizer="$3" -e loadtest_event="$4" \
     -e loadtest_api_token="$5" -e loadtest_reports_dir="$out" -e loadtest_name_prefix="$P-$1" \
     >"$out/ansible.log" 2>&1 || { echo "$1: load test did not run, see $out/ansible.log" >&2; return 1; }

@@ -18,6 +18,9 @@ MAX_RETRY_AFTER = 30.0
 
 PROFILES = {"0.5x": 0.5, "1x": 1.0, "2x": 2.0, "10x": 10.0}
 PURCHASE_REQUEST_TYPE = "PURCHASE"
+# Fired when a purchase begins: a purchase that never ends within the run (the shop is too slow)
+# is counted as lost, not silently dropped.
+PURCHASE_STARTED_REQUEST_TYPE = "PURCHASE STARTED"
 
 
 class PurchaseFailed(Exception):
@@ -232,25 +235,31 @@ def _number(value):
 
 
 def verdict(stats_csv, duration_s, target_rate, slo_success_ratio, slo_p95_ms):
-    """Pass/fail for one run from Locust's <prefix>_stats.csv.
+    """Pass/fail for one run from <prefix>_final_stats.csv (Locust's stats when it quit).
 
-    Success ratio: successful purchases / purchase attempts (the PURCHASE rows, one
-    per attempt whatever its retries). Latency: the p95 of every HTTP request name
-    must stay within the SLO (the PURCHASE row spans retries and is reported only).
+    Success ratio: successful purchases / purchases started. A purchase ends in one PURCHASE
+    row entry whatever its retries; one started but not ended when the run stopped counts as
+    lost (unfinished). Latency: the p95 of every HTTP request name must stay within the SLO
+    (the PURCHASE row spans retries and is reported only).
     """
     rows = read_stats(stats_csv)
+
+    def count(request_type, column):
+        return sum(int(_number(r[column])) for r in rows if r.get("Type") == request_type)
+
     purchases = [r for r in rows if r.get("Type") == PURCHASE_REQUEST_TYPE]
-    http_rows = [r for r in rows if r.get("Type") not in (PURCHASE_REQUEST_TYPE, "") and r.get("Name") != "Aggregated"]
-    attempts = sum(int(_number(r["Request Count"])) for r in purchases)
-    failures = sum(int(_number(r["Failure Count"])) for r in purchases)
-    ok = attempts - failures
+    http_rows = [r for r in rows if r.get("Type") not in (PURCHASE_REQUEST_TYPE, PURCHASE_STARTED_REQUEST_TYPE, "")
+                 and r.get("Name") != "Aggregated"]
+    ended = count(PURCHASE_REQUEST_TYPE, "Request Count")
+    failures = count(PURCHASE_REQUEST_TYPE, "Failure Count")
+    attempts = max(count(PURCHASE_STARTED_REQUEST_TYPE, "Request Count"), ended)
+    ok = ended - failures
     ratio = ok / attempts if attempts else 0.0
     worst = max(http_rows, key=lambda r: _number(r.get("95%")), default=None)
     p95 = _number(worst.get("95%")) if worst else 0.0
-    purchase_p95 = max((_number(r.get("95%")) for r in purchases), default=0.0)
     breaches = []
     if attempts == 0:
-        breaches.append("no purchase was attempted")
+        breaches.append("no purchase was started")
     if ratio < slo_success_ratio:
         breaches.append(f"success ratio {ratio:.4f} < {slo_success_ratio}")
     if p95 > slo_p95_ms:
@@ -260,11 +269,13 @@ def verdict(stats_csv, duration_s, target_rate, slo_success_ratio, slo_p95_ms):
         "breaches": breaches,
         "attempts": attempts,
         "purchases": ok,
-        "lost": failures,
+        "lost": attempts - ok,
+        "unfinished": attempts - ended,
         "success_ratio": round(ratio, 4),
         "purchases_per_min": round(ok * 60.0 / duration_s, 1) if duration_s else 0.0,
         "offered_per_min": target_rate,
         "worst_request_p95_ms": p95,
         "worst_request": f"{worst['Type']} {worst['Name']}" if worst else None,
-        "purchase_p95_ms": purchase_p95,
+        "purchase_p50_ms": max((_number(r.get("50%")) for r in purchases), default=0.0),
+        "purchase_p95_ms": max((_number(r.get("95%")) for r in purchases), default=0.0),
     }

@@ -3,10 +3,15 @@
 Configured by environment (the loadtest role sets it on master and workers):
 LOADTEST_ORGANIZER, LOADTEST_EVENT, LOADTEST_ITEM (product id; empty: the first one
 offered), LOADTEST_API_TOKEN (ApiBuyer), LOADTEST_RATE (purchases/min, all users
-together), LOADTEST_USERS (the user count the master spawns), LOADTEST_MAX_TRIES.
-Every purchase attempt reports one PURCHASE event, success or failure, whatever its
-retries; the HTTP requests it made appear in the stats under their own names.
+together), LOADTEST_USERS (the user count the master spawns), LOADTEST_MAX_TRIES,
+LOADTEST_STATIC_ASSETS (0: WebBuyer skips the page's stylesheets and scripts),
+LOADTEST_RUN_SECONDS (on a master: the run's length, see stop_workers_gracefully).
+Every purchase attempt reports one PURCHASE STARTED event when it begins and one PURCHASE
+event, success or failure, whatever its retries, when it ends; the HTTP requests it made appear
+in the stats under their own names. With --csv PREFIX, PREFIX_final_stats.csv holds the stats
+as they stand when Locust quits (see write_final_stats).
 """
+import csv
 import os
 import re
 import sys
@@ -14,8 +19,11 @@ import time
 import urllib.parse
 import uuid
 
+import gevent
 import urllib3
-from locust import HttpUser, constant_pacing, task
+from locust import HttpUser, constant_pacing, events, task
+from locust.runners import WORKER_REPORT_INTERVAL, MasterRunner, WorkerRunner
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from loadtest import core  # noqa: E402  pylint: disable=wrong-import-position
@@ -30,8 +38,35 @@ TOKEN = os.environ.get("LOADTEST_API_TOKEN", "")
 MAX_TRIES = int(os.environ.get("LOADTEST_MAX_TRIES", "3"))
 RATE = float(os.environ.get("LOADTEST_RATE", "800"))
 USERS = int(os.environ.get("LOADTEST_USERS", "1"))
+RUN_SECONDS = float(os.environ.get("LOADTEST_RUN_SECONDS", "0"))
+STATIC_ASSETS = os.environ.get("LOADTEST_STATIC_ASSETS", "1") != "0"
 ASYNC_POLLS = 240
 ASYNC_POLL_INTERVAL = 0.25
+
+
+@events.test_start.add_listener
+def stop_workers_gracefully(environment, **_kwargs):
+    """A master that reaches --run-time quits at once: its workers' purchases in flight are cut
+    off and their last reports lost. Stopping first lets every user finish its purchase within
+    --stop-timeout; the workers report it at their next periodic report, which the master then
+    waits for. --run-time stays as the outer limit."""
+    if RUN_SECONDS and isinstance(environment.runner, MasterRunner):
+        def stop_then_quit():
+            environment.runner.stop()
+            gevent.sleep(WORKER_REPORT_INTERVAL + 1)
+            environment.runner.quit()
+        gevent.spawn_later(RUN_SECONDS, stop_then_quit)
+
+
+@events.quitting.add_listener
+def write_final_stats(environment, **_kwargs):
+    """Locust rewrites PREFIX_stats.csv once a second while it runs and not after the last users
+    ended: purchases that finish during --stop-timeout would be missing there. The verdict reads
+    this file, written once everything (workers' last reports included) has arrived."""
+    prefix = getattr(environment.parsed_options, "csv_prefix", None)
+    if prefix and not isinstance(environment.runner, WorkerRunner):
+        with open(f"{prefix}_final_stats.csv", "w", newline="", encoding="utf-8") as handle:
+            StatsCSV(environment, PERCENTILES_TO_REPORT).requests_csv(csv.writer(handle))
 
 
 class Buyer(HttpUser):
@@ -55,6 +90,9 @@ class Buyer(HttpUser):
 
     @task
     def purchase(self):
+        self.environment.events.request.fire(
+            request_type=core.PURCHASE_STARTED_REQUEST_TYPE, name=self.scenario,
+            response_time=0, response_length=0, exception=None, context={})
         result = core.attempt_purchase(self.buy, max_tries=MAX_TRIES)
         self.environment.events.request.fire(
             request_type=core.PURCHASE_REQUEST_TYPE, name=self.scenario,
@@ -70,7 +108,7 @@ class WebBuyer(Buyer):
         self.client.cookies.clear()
         base = f"/{ORGANIZER}/{EVENT}/"
         page = self.checked(self.client.get(base, name="event page"))
-        for asset in core.static_assets(page.text):
+        for asset in core.static_assets(page.text) if STATIC_ASSETS else ():
             self.client.get(asset, name="static asset")
         form = core.find_form(core.parse_forms(page.text), "cart/add")
         data = dict(form["fields"])
