@@ -103,17 +103,29 @@ case "${1:-run}" in
   *) echo "usage: $0 [run|up|down]" >&2; exit 2 ;;
 esac
 
+# Each side is measured alone on a quiet machine: what one side leaves behind (celery
+# follow-up tasks, draining requests) must not run during the other's measurement. The HA
+# stack goes first, before the bare pretix exists.
+wait_quiet() {
+  i=0
+  until awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v max="${BENCH_QUIET_LOAD:-2.5}" 'BEGIN { exit !(l < max) }'; do
+    i=$((i + 1)); [ "$i" -lt 120 ] || { echo "the machine did not quieten (load $(cut -d' ' -f1 /proc/loadavg))" >&2; exit 1; }
+    sleep 5
+  done
+}
+
 trap down EXIT INT TERM
-eval "$(up | tail -n 1)"
 echo "scenario $SCENARIO, offered $RATE purchases/min for ${DURATION}s; pretix $PRETIX_IMAGE, $PRETIX_WEB_WORKERS gunicorn workers"
-set -- $(measure bare "$BARE_URL" "$BARE_ORGANIZER" "$BARE_EVENT" "$BARE_TOKEN")
-echo "bare: $1 purchases/min (success ratio $2, worst request p95 $3 ms)"
-BARE=$1
-if HA=$(measure ha "${HA_URL:-https://localhost}" "${HA_ORGANIZER:-demo}" "${HA_EVENT:-concert}" "${HA_TOKEN:-}"); then
-  set -- $HA
-  echo "HA:   $1 purchases/min (success ratio $2, worst request p95 $3 ms)"
-  python3 -c 'import sys; b=float(sys.argv[2]); print("ratio HA/bare: %s" % (round(float(sys.argv[1]) / b, 3) if b else "n/a"))' "$1" "$BARE"
-else
+wait_quiet
+if ! HA=$(measure ha "${HA_URL:-https://localhost}" "${HA_ORGANIZER:-demo}" "${HA_EVENT:-concert}" "${HA_TOKEN:-}"); then
   echo "HA: not measured (no reachable HA event; set HA_URL/HA_ORGANIZER/HA_EVENT/HA_TOKEN)"
   exit 1
 fi
+eval "$(up | tail -n 1)"
+wait_quiet
+set -- $(measure bare "$BARE_URL" "$BARE_ORGANIZER" "$BARE_EVENT" "$BARE_TOKEN")
+echo "bare: $1 purchases/min (success ratio $2, worst request p95 $3 ms)"
+BARE=$1
+set -- $HA
+echo "HA:   $1 purchases/min (success ratio $2, worst request p95 $3 ms)"
+python3 -c 'import sys; b=float(sys.argv[2]); print("ratio HA/bare: %s" % (round(float(sys.argv[1]) / b, 3) if b else "n/a"))' "$1" "$BARE"
