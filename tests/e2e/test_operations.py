@@ -6,7 +6,6 @@ leaves the stack as it found it: pretix-web back at its replica count, every tas
 
 import re
 
-import docker
 import pytest
 import requests
 
@@ -52,25 +51,21 @@ def test_scale_web_up_and_back(docker_client, web_service):
 
 
 @pytest.fixture
-def badly_configured_service(docker_client):
+def badly_configured_service(docker_client, swarm_services, unique_name):
     """An nginx service of the stack's own image whose config nginx rejects: its tasks exit at once."""
     nginx = docker_client.api.inspect_service('nginx')['Spec']['TaskTemplate']['ContainerSpec']
-    config = docker_client.configs.create(name='bxtest-bad-nginx-conf',
+    config = docker_client.configs.create(name=unique_name('bad-nginx-conf'),
                                           data=b'events {} http { this_is_not_a_directive on; }\n')
-    service = docker_client.services.create(
-        nginx['Image'], name='bxtest-bad-nginx', labels={'boxoffice.component': 'bxtest'},
-        configs=[docker.types.ConfigReference(config.id, config.name, filename='/etc/nginx/nginx.conf')])
-    try:
-        wait_for(lambda: sum(t['Status']['State'] in ('failed', 'rejected')
-                             for t in docker_client.api.tasks(filters={'service': service.id})) > 1,
-                 timeout=180, message='the badly configured service to fail repeatedly')
-        yield service.name
-    finally:
-        service.remove()
-        wait_for(lambda: not docker_client.containers.list(
-            all=True, filters={'label': 'com.docker.swarm.service.name=bxtest-bad-nginx'}),
-            timeout=120, message='the badly configured service to be gone')
-        config.remove()
+    swarm_services.after_removal.append(config.remove)
+    name = unique_name('bad-nginx')
+    service_id = swarm_services(name=name, labels={'boxoffice.component': 'bxtest'}, task_template={
+        'ContainerSpec': {'Image': nginx['Image'], 'Configs': [{
+            'File': {'Name': '/etc/nginx/nginx.conf', 'UID': '0', 'GID': '0', 'Mode': 0o444},
+            'ConfigID': config.id, 'ConfigName': config.name}]}})
+    wait_for(lambda: sum(t['Status']['State'] in ('failed', 'rejected')
+                         for t in docker_client.api.tasks(filters={'service': service_id})) > 1,
+             timeout=180, message='the badly configured service to fail repeatedly')
+    return name
 
 
 def test_heal_redeploys_a_killed_web_task_and_reports_a_broken_service(docker_client, web_service,
