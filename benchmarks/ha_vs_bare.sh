@@ -7,7 +7,7 @@
 #   benchmarks/ha_vs_bare.sh up         # only start the bare pretix, print its URL/slug/token
 #   benchmarks/ha_vs_bare.sh down       # remove it
 #
-# The bare pretix: the same image and gunicorn worker count as the HA stack's pretix-web
+# The bare pretix: the same image and total gunicorn worker count as the HA stack's pretix-web
 # service, one PostgreSQL and one Redis container, a celery worker, no nginx/pgpool/HAProxy,
 # on a private bridge network; its port is published on loopback only. Static files are
 # nginx's job: web runs skip the static assets on both sides, so both compare the same
@@ -16,7 +16,7 @@
 # Environment: BENCH_SCENARIO (api|web, default api), BENCH_RATE (offered purchases/min,
 # default 1600 = the 2x profile), BENCH_DURATION (s, default 60), BENCH_PORT (default 18080),
 # BENCH_PREFIX (Docker object prefix, default bxlt-bench), PRETIX_IMAGE / PRETIX_WEB_WORKERS
-# (default: those of the pretix-web service), HA_URL (default https://localhost),
+# (default: the pretix-web service's image, and its workers per task times its replicas), HA_URL (default https://localhost),
 # HA_ORGANIZER / HA_EVENT (default demo / concert, what site.yml creates), HA_TOKEN.
 set -eu
 cd "$(dirname "$0")/.."
@@ -35,8 +35,13 @@ service_env() {
     | sed -n "s/^$1=//p"
 }
 PRETIX_IMAGE=${PRETIX_IMAGE:-$(docker service inspect pretix-web --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' 2>/dev/null | sed 's/@sha256:.*//')}
-PRETIX_WEB_WORKERS=${PRETIX_WEB_WORKERS:-$(service_env PRETIX_WEB_WORKERS)}
-PRETIX_WEB_WORKERS=${PRETIX_WEB_WORKERS:-2}
+# The bare pretix gets as many gunicorn workers as all pretix-web tasks together, so the
+# ratio compares the same pretix capacity with and without the HA layers.
+if [ -z "${PRETIX_WEB_WORKERS:-}" ]; then
+  per_task=$(service_env PRETIX_WEB_WORKERS)
+  replicas=$(docker service inspect pretix-web --format '{{.Spec.Mode.Replicated.Replicas}}' 2>/dev/null || true)
+  PRETIX_WEB_WORKERS=$(( ${per_task:-2} * ${replicas:-1} ))
+fi
 
 down() {
   for c in "$P-web" "$P-worker" "$P-migrate" "$P-redis" "$P-pg"; do
@@ -115,7 +120,7 @@ wait_quiet() {
 }
 
 trap down EXIT INT TERM
-echo "scenario $SCENARIO, offered $RATE purchases/min for ${DURATION}s; pretix $PRETIX_IMAGE, $PRETIX_WEB_WORKERS gunicorn workers"
+echo "scenario $SCENARIO, offered $RATE purchases/min for ${DURATION}s; pretix $PRETIX_IMAGE, $PRETIX_WEB_WORKERS gunicorn workers on each side"
 wait_quiet
 if ! HA=$(measure ha "${HA_URL:-https://localhost}" "${HA_ORGANIZER:-demo}" "${HA_EVENT:-concert}" "${HA_TOKEN:-}"); then
   echo "HA: not measured (no reachable HA event; set HA_URL/HA_ORGANIZER/HA_EVENT/HA_TOKEN)"

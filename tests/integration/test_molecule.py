@@ -19,6 +19,6 @@ def test_molecule_scenario(scenario):
                ANSIBLE_FORCE_COLOR='0')
     result = subprocess.run([os.path.join(venv_bin, 'molecule'), 'test', '-s', scenario],
                             cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                            timeout=2400, check=False)
+                            timeout=3600, check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
