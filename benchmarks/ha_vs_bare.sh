@@ -3,7 +3,7 @@
 # printing purchases/min for both and their ratio (HA / bare). Absolute numbers depend on
 # the machine (and on whatever else it runs); the ratio is the result.
 #
-#   benchmarks/ha_vs_bare.sh            # full comparison (needs HA_TOKEN for the api scenario)
+#   benchmarks/ha_vs_bare.sh            # full comparison
 #   benchmarks/ha_vs_bare.sh up         # only start the bare pretix, print its URL/slug/token
 #   benchmarks/ha_vs_bare.sh down       # remove it
 #
@@ -17,7 +17,11 @@
 # default 1600 = the 2x profile), BENCH_DURATION (s, default 60), BENCH_PORT (default 18080),
 # BENCH_PREFIX (Docker object prefix, default bxlt-bench), PRETIX_IMAGE / PRETIX_WEB_WORKERS
 # (default: the pretix-web service's image, and its workers per task times its replicas), HA_URL (default https://localhost),
-# HA_ORGANIZER / HA_EVENT (default demo / concert, what site.yml creates), HA_TOKEN.
+# HA_ORGANIZER / HA_EVENT / HA_TOKEN (default: the organiser and event "bench", made on the
+# HA stack by the same bootstrap.py as on the bare side, through a local pretix-web task: both
+# sides then sell the same product from an event with the same settings and no earlier orders).
+# After the ratio it prints the cores each service used during each side's run
+# (benchmarks/cpu_by_service.py).
 set -eu
 cd "$(dirname "$0")/.."
 HERE=benchmarks/ha_vs_bare.d
@@ -62,6 +66,10 @@ pretix_run() {  # name, mode, extra docker args...
     "$@" "$PRETIX_IMAGE" "$mode"
 }
 
+bootstrap_event() {  # pretix container -> prints the API token of its organiser/event "bench"
+  docker exec -e BENCH_SLUG=bench "$1" python -m pretix shell -c "$(cat "$HERE/bootstrap.py")" | sed -n 's/^TOKEN=//p'
+}
+
 up() {
   [ -n "$PRETIX_IMAGE" ] || { echo "No pretix-web service to copy the image from: set PRETIX_IMAGE." >&2; exit 2; }
   docker image inspect "$DATASTORE_IMAGE" >/dev/null 2>&1 \
@@ -84,15 +92,15 @@ up() {
   until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthcheck/")" = 200 ]; do
     i=$((i + 1)); [ "$i" -lt 120 ] || { echo "bare pretix did not answer" >&2; exit 1; }; sleep 1
   done
-  TOKEN=$(docker exec -e BENCH_SLUG=bench "$P-web" python -m pretix shell -c "$(cat "$HERE/bootstrap.py")" \
-          | sed -n 's/^TOKEN=//p')
+  TOKEN=$(bootstrap_event "$P-web")
   echo "BARE_URL=http://127.0.0.1:$PORT BARE_ORGANIZER=bench BARE_EVENT=bench BARE_TOKEN=$TOKEN"
 }
 
-measure() {  # label, url, organizer, event, token -> prints purchases/min
+CPU_REPORTS=$(mktemp -d)
+measure() {  # label, url, organizer, event, token -> prints purchases/min; CPU by service in $CPU_REPORTS/label
   out=$(mktemp -d)
   . .venv/bin/activate
-  ansible-playbook loadtest.yml -e loadtest_fail_on_breach=false -e loadtest_scenario="$SCENARIO" \
+  python benchmarks/cpu_by_service.py --output "$CPU_REPORTS/$1" -- ansible-playbook loadtest.yml -e loadtest_fail_on_breach=false -e loadtest_scenario="$SCENARIO" \
     -e loadtest_target_rate="$RATE" -e loadtest_profile=1x -e loadtest_static_assets=false -e loadtest_duration="$DURATION" \
     -e loadtest_target_url="$2" -e loadtest_organizer="$3" -e loadtest_event="$4" \
     -e loadtest_api_token="$5" -e loadtest_reports_dir="$out" -e loadtest_name_prefix="$P-$1" \
@@ -122,7 +130,12 @@ wait_quiet() {
 trap down EXIT INT TERM
 echo "scenario $SCENARIO, offered $RATE purchases/min for ${DURATION}s; pretix $PRETIX_IMAGE, $PRETIX_WEB_WORKERS gunicorn workers on each side"
 wait_quiet
-if ! HA=$(measure ha "${HA_URL:-https://localhost}" "${HA_ORGANIZER:-demo}" "${HA_EVENT:-concert}" "${HA_TOKEN:-}"); then
+if [ -z "${HA_ORGANIZER:-}" ]; then
+  ha_task=$(docker ps -q -f label=com.docker.swarm.service.name=pretix-web | head -1)
+  [ -n "$ha_task" ] || { echo "No pretix-web task on this machine to make the HA bench event in: set HA_ORGANIZER/HA_EVENT/HA_TOKEN." >&2; exit 2; }
+  HA_ORGANIZER=bench HA_EVENT=bench HA_TOKEN=$(bootstrap_event "$ha_task")
+fi
+if ! HA=$(measure ha "${HA_URL:-https://localhost}" "$HA_ORGANIZER" "${HA_EVENT:-$HA_ORGANIZER}" "${HA_TOKEN:-}"); then
   echo "HA: not measured (no reachable HA event; set HA_URL/HA_ORGANIZER/HA_EVENT/HA_TOKEN)"
   exit 1
 fi
@@ -134,3 +147,9 @@ BARE=$1
 set -- $HA
 echo "HA:   $1 purchases/min (success ratio $2, worst request p95 $3 ms)"
 python3 -c 'import sys; b=float(sys.argv[2]); print("ratio HA/bare: %s" % (round(float(sys.argv[1]) / b, 3) if b else "n/a"))' "$1" "$BARE"
+# Where the cores went: on one machine the HA layers' own work (replication, health checks,
+# proxies, TLS) is taken from the same cores pretix needs.
+for side in ha bare; do
+  echo "CPU during the $side run (from the load test's start to its clean-up):"
+  cat "$CPU_REPORTS/$side"
+done

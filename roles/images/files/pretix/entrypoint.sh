@@ -43,7 +43,7 @@ case "$mode" in
       "$@"
     ;;
   cron)
-    interval="${PRETIX_CRON_INTERVAL:-60}"
+    interval="${PRETIX_CRON_INTERVAL:-300}"
     while :; do
       # A failing run must not kill the loop: the next period retries, and the
       # heartbeat (only written on success) makes the healthcheck report it.

@@ -2,6 +2,7 @@
 """Container healthcheck for every pretix process type (see entrypoint.sh)."""
 import configparser
 import os
+import socket
 import sys
 import time
 import urllib.parse
@@ -16,6 +17,28 @@ def site_host():
     return urllib.parse.urlsplit(url).netloc
 
 
+def web_health():
+    """Unhealthy when gunicorn refuses connections or pretix answers /healthcheck/ with an
+    error (it touches the database and the cache, so pgpool or redis-proxy being unreachable
+    shows). No answer within the timeout means this probe waits behind buyers in gunicorn's
+    queue: that task is busy, not broken. Swarm killing it would drop every purchase in flight
+    and pile its buyers onto the other tasks, turning a rush into an outage. A worker that
+    really hangs is gunicorn's job: it kills any worker silent for longer than --timeout."""
+    try:
+        connection = socket.create_connection(("127.0.0.1", 8000), timeout=2)
+    except OSError as exc:
+        print(f"gunicorn does not accept connections: {exc}", file=sys.stderr)
+        return 1
+    connection.close()
+    request = urllib.request.Request("http://127.0.0.1:8000/healthcheck/", headers={"Host": site_host()})
+    try:
+        with urllib.request.urlopen(request, timeout=7) as response:
+            return 0 if response.status == 200 else 1
+    except (socket.timeout, TimeoutError):
+        print("busy: gunicorn accepted the probe but did not answer within 7 s", file=sys.stderr)
+        return 0
+
+
 def main():
     try:
         with open("/tmp/pretix-mode") as f:
@@ -23,13 +46,9 @@ def main():
     except OSError:
         return 1
     if mode == "web":
-        # /healthcheck/ touches the database and the cache, so it fails when
-        # pgpool or redis-proxy are unreachable, not only when gunicorn is down.
-        request = urllib.request.Request("http://127.0.0.1:8000/healthcheck/", headers={"Host": site_host()})
-        with urllib.request.urlopen(request, timeout=8) as r:
-            return 0 if r.status == 200 else 1
+        return web_health()
     if mode == "cron":
-        interval = int(os.environ.get("PRETIX_CRON_INTERVAL", "60"))
+        interval = int(os.environ.get("PRETIX_CRON_INTERVAL", "300"))
         try:
             with open("/tmp/pretix-cron-heartbeat") as f:
                 last = int(f.read().strip())
