@@ -35,6 +35,9 @@ case "$mode" in
       "$@"
     ;;
   worker)
+    # pretix's settings plus database connections kept across tasks (see the module).
+    export PYTHONPATH="/opt/boxoffice/python${PYTHONPATH:+:$PYTHONPATH}"
+    export DJANGO_SETTINGS_MODULE=boxoffice_worker_settings
     exec celery -A pretix.celery_app worker \
       --loglevel INFO \
       --concurrency "${PRETIX_WORKER_CONCURRENCY:-2}" \
