@@ -26,8 +26,8 @@ def container_cpu_seconds(client):
     for container in client.containers.list():
         try:
             stats = container.stats(stream=False, one_shot=True)
-        except docker.errors.APIError:
-            continue  # it went between the listing and the question
+        except (docker.errors.APIError, ValueError):
+            continue  # it went between the listing and the question (an error, or an empty answer)
         service = container.labels.get('com.docker.swarm.service.name', container.name)
         usage[container.id] = (service, stats['cpu_stats']['cpu_usage']['total_usage'] / 1e9)
     return usage
