@@ -1,10 +1,10 @@
 """Django settings of the celery worker: pretix's own, with its database connections kept.
 
 Celery's Django fix-up closes the database connection before and after every task unless
-CELERY_DB_REUSE_MAX is set, so each task (two or three per order: webhooks, notifications,
-mail) opened a new connection. Through pgpool that is a SCRAM handshake on both ends: about
-30 ms of CPU per connection, measured, which is most of what the HA stack costs per order
-beyond a bare pretix. Kept connections follow the same rules as in pretix's web requests:
+CELERY_DB_REUSE_MAX is set, so each task (two per API order: notifications, webhooks) opened
+a new connection. Through pgpool that is a SCRAM handshake on both ends: about 25 ms of CPU
+per connection, measured, the largest part of what the HA stack cost per order beyond a bare
+pretix. Kept connections follow the same rules as in pretix's web requests:
 each task starts with Django's close_old_connections, which drops a connection older than
 CONN_MAX_AGE or broken (a pgpool restart or a PostgreSQL failover), and CONN_HEALTH_CHECKS
 makes the first query of a task check a reused connection before trusting it.
