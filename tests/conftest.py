@@ -203,6 +203,14 @@ def wait_for(predicate, timeout=180, message='condition'):
     pytest.fail('timed out after %ss waiting for %s' % (timeout, message))
 
 
+def deployed_service(client, name):
+    """The inspected Swarm service `name` of the stack site.yml deploys; fails the test when absent."""
+    try:
+        return client.api.inspect_service(name)
+    except Exception as exc:  # docker.errors.NotFound, or any API failure: the stack is not there
+        pytest.fail('%s is not deployed here (%s): run `ansible-playbook site.yml` first' % (name, exc))
+
+
 def running_task_count(client, service_id):
     """Independent count of the Docker CLI's rule, for checking what the modules report."""
     ready = set(n['ID'] for n in client.api.nodes() if n['Status']['State'] == 'ready')

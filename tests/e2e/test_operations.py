@@ -9,7 +9,7 @@ import re
 import pytest
 import requests
 
-from conftest import run_playbook, running_task_count, wait_for
+from conftest import deployed_service, run_playbook, running_task_count, wait_for
 from test_buy_ticket import BASE_URL, TLS_CA
 
 WEB_SERVICE = 'pretix-web'
@@ -18,10 +18,7 @@ HEALTHCHECK = BASE_URL + '/healthcheck/'
 
 @pytest.fixture
 def web_service(docker_client):
-    try:
-        service = docker_client.api.inspect_service(WEB_SERVICE)
-    except Exception as exc:  # docker.errors.NotFound, or any API failure: the stack is not there
-        pytest.fail('%s is not deployed here (%s): run `ansible-playbook site.yml` first' % (WEB_SERVICE, exc))
+    service = deployed_service(docker_client, WEB_SERVICE)
     replicas = service['Spec']['Mode']['Replicated']['Replicas']
     wait_for(lambda: running_task_count(docker_client, service['ID']) == replicas, timeout=300,
              message='every %s replica running before the test' % WEB_SERVICE)

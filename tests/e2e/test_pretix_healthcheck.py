@@ -7,6 +7,8 @@ Port 8000 is played by small servers started in the container, so each case is e
 
 import pytest
 
+from conftest import deployed_service
+
 PROBE = '/usr/local/bin/pretix-healthcheck'
 PYTHON = '/opt/pretix/venv/bin/python'
 # Accepts connections (the kernel completes them into the backlog) and never answers,
@@ -21,11 +23,7 @@ FAILING = ('import http.server as h\n'
 
 @pytest.fixture(scope='module')
 def pretix_image(docker_client):
-    try:
-        service = docker_client.api.inspect_service('pretix-web')
-    except Exception as exc:  # docker.errors.NotFound, or any API failure: the stack is not there
-        pytest.fail('pretix-web is not deployed here (%s): run `ansible-playbook site.yml` first' % exc)
-    return service['Spec']['TaskTemplate']['ContainerSpec']['Image']
+    return deployed_service(docker_client, 'pretix-web')['Spec']['TaskTemplate']['ContainerSpec']['Image']
 
 
 def probe_web_task(docker_client, image, server):
