@@ -4,9 +4,10 @@
 Polls every container's cumulative CPU counter through the Docker API until the command exits,
 so containers that start and go during the run (Locust's) are counted too, up to their last
 poll. Prints cores used on average per service (a container outside Swarm counts under its own
-name), the containers' total, and the whole machine's busy cores from /proc/stat: the
-difference is what ran outside containers (dockerd, the controller, the kernel's threads).
-Prints numbers only; the command's exit status is passed on.
+name), the containers' total, and the whole machine's busy cores from /proc/stat (time the
+hypervisor stole is not counted as busy). The difference ran outside containers: the command
+itself (the controller) and the busiest host processes (dockerd, containerd, the kernel's
+threads) are listed under it. Prints numbers only; the command's exit status is passed on.
 
     .venv/bin/python benchmarks/cpu_by_service.py [--interval 2] [--output FILE] -- COMMAND...
 """
@@ -14,6 +15,7 @@ Prints numbers only; the command's exit status is passed on.
 import argparse
 import collections
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -35,9 +37,26 @@ def container_cpu_seconds(client):
 
 def machine_busy_jiffies():
     with open('/proc/stat', encoding='ascii') as handle:
-        fields = [int(value) for value in handle.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle and iowait
-    return sum(fields) - idle
+        user, nice, system, _idle, _iowait, irq, softirq, _steal = (
+            int(value) for value in handle.readline().split()[1:9])
+    return user + nice + system + irq + softirq  # not waiting, nor time the hypervisor gave to other guests
+
+
+def host_process_jiffies():
+    """CPU jiffies of every process that runs outside containers, by pid: (name, jiffies)."""
+    usage = {}
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open('/proc/%s/cgroup' % pid, encoding='ascii') as handle:
+                if '/docker/' in handle.read():
+                    continue
+            with open('/proc/%s/stat' % pid, encoding='utf-8', errors='replace') as handle:
+                stat = handle.read()
+        except OSError:
+            continue  # it ended meanwhile
+        fields = stat[stat.rindex(')') + 2:].split()
+        usage[pid] = (stat[stat.index('(') + 1:stat.rindex(')')], int(fields[11]) + int(fields[12]))
+    return usage
 
 
 def main():
@@ -53,13 +72,21 @@ def main():
     client = docker.from_env()
     first = container_cpu_seconds(client)
     last = dict(first)
+    hosts_before = host_process_jiffies()
     busy_before, started = machine_busy_jiffies(), time.monotonic()
     process = subprocess.Popen(command)  # pylint: disable=consider-using-with
     while process.poll() is None:
         time.sleep(options.interval)
         last.update(container_cpu_seconds(client))
     elapsed = time.monotonic() - started
-    machine_cores = (machine_busy_jiffies() - busy_before) / os.sysconf('SC_CLK_TCK') / elapsed
+    jiffy = 1.0 / os.sysconf('SC_CLK_TCK')
+    machine_cores = (machine_busy_jiffies() - busy_before) * jiffy / elapsed
+    by_host_process = collections.Counter()
+    for pid, (name, jiffies) in host_process_jiffies().items():
+        if pid in hosts_before:
+            by_host_process[name] += (jiffies - hosts_before[pid][1]) * jiffy
+    command_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    by_host_process['(the command and its children)'] = command_usage.ru_utime + command_usage.ru_stime
 
     by_service = collections.Counter()
     for container_id, (service, seconds) in last.items():
@@ -69,6 +96,8 @@ def main():
              % (elapsed, machine_cores, os.cpu_count(), containers / elapsed, machine_cores - containers / elapsed)]
     lines += ['  %-40s %6.3f cores %8.1f cpu-s' % (service, seconds / elapsed, seconds)
               for service, seconds in by_service.most_common() if seconds >= 0.05]
+    lines += ['  outside: %-31s %6.3f cores %8.1f cpu-s' % (name, seconds / elapsed, seconds)
+              for name, seconds in by_host_process.most_common(8) if seconds >= 0.05]
     report = '\n'.join(lines) + '\n'
     if options.output:
         with open(options.output, 'w', encoding='utf-8') as handle:

@@ -7,7 +7,7 @@
 #   benchmarks/ha_vs_bare.sh up         # only start the bare pretix, print its URL/slug/token
 #   benchmarks/ha_vs_bare.sh down       # remove it
 #
-# The bare pretix: the same image and total gunicorn worker count as the HA stack's pretix-web
+# The bare pretix: the same image, pretix.cfg and total gunicorn worker count as the HA stack's pretix-web
 # service, one PostgreSQL and one Redis container, a celery worker, no nginx/pgpool/HAProxy,
 # on a private bridge network; its port is published on loopback only. Static files are
 # nginx's job: web runs skip the static assets on both sides, so both compare the same
@@ -17,15 +17,19 @@
 # default 1600 = the 2x profile), BENCH_DURATION (s, default 60), BENCH_PORT (default 18080),
 # BENCH_PREFIX (Docker object prefix, default bxlt-bench), PRETIX_IMAGE / PRETIX_WEB_WORKERS
 # (default: the pretix-web service's image, and its workers per task times its replicas), HA_URL (default https://localhost),
-# HA_ORGANIZER / HA_EVENT / HA_TOKEN (default: the organiser and event "bench", made on the
-# HA stack by the same bootstrap.py as on the bare side, through a local pretix-web task: both
-# sides then sell the same product from an event with the same settings and no earlier orders).
+# BENCH_EVENT (event slug, default a new one per run: run-<UTC time>), HA_ORGANIZER / HA_EVENT /
+# HA_TOKEN (default: organiser "bench" and event BENCH_EVENT, made on the HA stack by the same
+# bootstrap.py as on the bare side, through a local pretix-web task: both sides then sell the
+# same product from an event with the same settings and no earlier orders; an event's earlier
+# orders make every availability check slower). Each run's event and orders stay in the HA
+# stack's database, like any load test's.
 # After the ratio it prints the cores each service used during each side's run
 # (benchmarks/cpu_by_service.py).
 set -eu
 cd "$(dirname "$0")/.."
 HERE=benchmarks/ha_vs_bare.d
 P=${BENCH_PREFIX:-bxlt-bench}
+EVENT=${BENCH_EVENT:-run-$(date -u +%Y%m%d%H%M%S)}
 PORT=${BENCH_PORT:-18080}
 SCENARIO=${BENCH_SCENARIO:-api}
 RATE=${BENCH_RATE:-1600}
@@ -52,10 +56,22 @@ down() {
     docker rm -f -v "$c" >/dev/null 2>&1 || true
   done
   docker network rm "$P-net" >/dev/null 2>&1 || true
+  rm -f "$CFG_FILE"
+}
+
+# The HA stack's own pretix.cfg (metrics, locale, proxy headers, mail...), so that both sides run
+# pretix alike and differ only in what stands between pretix and its data. The variables that
+# pretix_run sets take precedence over the file and point the bare pretix at its own services.
+CFG_FILE=${TMPDIR:-/tmp}/$P-pretix.cfg
+ha_pretix_cfg() {
+  config=$(docker service inspect pretix-web --format \
+    '{{range .Spec.TaskTemplate.ContainerSpec.Configs}}{{if eq .File.Name "/etc/pretix/pretix.cfg"}}{{.ConfigName}}{{end}}{{end}}' 2>/dev/null) \
+    && [ -n "$config" ] && docker config inspect "$config" --format '{{json .Spec.Data}}' | tr -d '"' | base64 -d
 }
 
 pretix_run() {  # name, mode, extra docker args...
   name=$1 mode=$2; shift 2
+  [ ! -s "$CFG_FILE" ] || set -- -v "$CFG_FILE:/etc/pretix/pretix.cfg:ro" "$@"
   docker run --name "$name" --network "$P-net" --network-alias "${name#"$P"-}" \
     -e PRETIX_PRETIX_URL="http://127.0.0.1:$PORT" -e PRETIX_PRETIX_INSTANCE_NAME=bench \
     -e PRETIX_DATABASE_BACKEND=postgresql -e PRETIX_DATABASE_NAME=postgres \
@@ -66,8 +82,8 @@ pretix_run() {  # name, mode, extra docker args...
     "$@" "$PRETIX_IMAGE" "$mode"
 }
 
-bootstrap_event() {  # pretix container -> prints the API token of its organiser/event "bench"
-  docker exec -e BENCH_SLUG=bench "$1" python -m pretix shell -c "$(cat "$HERE/bootstrap.py")" | sed -n 's/^TOKEN=//p'
+bootstrap_event() {  # pretix container -> prints the API token of organiser "bench" (event $EVENT made)
+  docker exec -e BENCH_ORGANIZER=bench -e BENCH_EVENT="$EVENT" "$1" python -m pretix shell -c "$(cat "$HERE/bootstrap.py")" | sed -n 's/^TOKEN=//p'
 }
 
 up() {
@@ -75,6 +91,7 @@ up() {
   docker image inspect "$DATASTORE_IMAGE" >/dev/null 2>&1 \
     || docker build -q --build-arg BASE_IMAGE="$BASE_IMAGE" -t "$DATASTORE_IMAGE" "$HERE" >/dev/null
   down
+  if ha_pretix_cfg >"$CFG_FILE"; then chmod 644 "$CFG_FILE"; else rm -f "$CFG_FILE"; fi
   SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
   docker network create "$P-net" >/dev/null
   docker run -d --name "$P-pg" --network "$P-net" --network-alias pg "$DATASTORE_IMAGE" pg-start >/dev/null
@@ -93,7 +110,7 @@ up() {
     i=$((i + 1)); [ "$i" -lt 120 ] || { echo "bare pretix did not answer" >&2; exit 1; }; sleep 1
   done
   TOKEN=$(bootstrap_event "$P-web")
-  echo "BARE_URL=http://127.0.0.1:$PORT BARE_ORGANIZER=bench BARE_EVENT=bench BARE_TOKEN=$TOKEN"
+  echo "BARE_URL=http://127.0.0.1:$PORT BARE_ORGANIZER=bench BARE_EVENT=$EVENT BARE_TOKEN=$TOKEN"
 }
 
 CPU_REPORTS=$(mktemp -d)
@@ -133,7 +150,7 @@ wait_quiet
 if [ -z "${HA_ORGANIZER:-}" ]; then
   ha_task=$(docker ps -q -f label=com.docker.swarm.service.name=pretix-web | head -1)
   [ -n "$ha_task" ] || { echo "No pretix-web task on this machine to make the HA bench event in: set HA_ORGANIZER/HA_EVENT/HA_TOKEN." >&2; exit 2; }
-  HA_ORGANIZER=bench HA_EVENT=bench HA_TOKEN=$(bootstrap_event "$ha_task")
+  HA_ORGANIZER=bench HA_EVENT=$EVENT HA_TOKEN=$(bootstrap_event "$ha_task")
 fi
 if ! HA=$(measure ha "${HA_URL:-https://localhost}" "$HA_ORGANIZER" "${HA_EVENT:-$HA_ORGANIZER}" "${HA_TOKEN:-}"); then
   echo "HA: not measured (no reachable HA event; set HA_URL/HA_ORGANIZER/HA_EVENT/HA_TOKEN)"

@@ -1,6 +1,7 @@
-# Run inside the bare pretix container (python -m pretix shell -c "$(cat bootstrap.py)"):
-# demo organiser/event/product/quota with manual payment and an API token, printed last.
-# Environment: BENCH_SLUG (organiser and event slug), BENCH_QUOTA (quota size).
+# Run inside a pretix container (python -m pretix shell -c "$(cat bootstrap.py)"): an
+# organiser, an event with one product, its quota and manual payment, and an API token of the
+# organiser, printed last. Environment: BENCH_ORGANIZER and BENCH_EVENT (slugs; an existing
+# event is reused as it is), BENCH_QUOTA (quota size).
 import datetime
 import os
 
@@ -9,12 +10,13 @@ from django_scopes import scopes_disabled
 
 from pretix.base.models import Event, Organizer, Team
 
-slug = os.environ.get("BENCH_SLUG", "bench")
+organizer_slug = os.environ.get("BENCH_ORGANIZER", "bench")
+event_slug = os.environ.get("BENCH_EVENT", "bench")
 with scopes_disabled():
-    organizer, _ = Organizer.objects.get_or_create(slug=slug, defaults={"name": slug})
-    event = Event.objects.filter(organizer=organizer, slug=slug).first()
+    organizer, _ = Organizer.objects.get_or_create(slug=organizer_slug, defaults={"name": organizer_slug})
+    event = Event.objects.filter(organizer=organizer, slug=event_slug).first()
     if event is None:
-        event = Event.objects.create(organizer=organizer, slug=slug, name=slug, currency="EUR",
+        event = Event.objects.create(organizer=organizer, slug=event_slug, name=event_slug, currency="EUR",
                                      date_from=now() + datetime.timedelta(days=30), live=True)
         event.set_defaults()
         # The manual payment provider only offers itself when its plugin is active.
