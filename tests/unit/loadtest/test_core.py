@@ -4,8 +4,10 @@ The server answers a scripted list of statuses (409 + Retry-After, then 201, ...
 the purchase function talks to it over real HTTP with urllib. Only the sleep between
 tries is recorded instead of slept, so the tests do not wait out Retry-After.
 """
+import datetime
 import http.server
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -13,6 +15,10 @@ import urllib.error
 import urllib.request
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 sys.path.insert(0, REPO_ROOT)
@@ -55,14 +61,36 @@ class ScriptedHandler(http.server.BaseHTTPRequestHandler):
         self._answer()
 
 
-@pytest.fixture
-def shop(request):
-    server = ScriptedShop(request.param)
+def serve(server):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def shop(request):
+    yield from serve(ScriptedShop(request.param))
+
+
+@pytest.fixture
+def tls_shop(tmp_path):
+    """A ScriptedShop that answers 201 over HTTPS with a self-signed certificate, as nginx does."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    server = ScriptedShop([])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    yield from serve(server)
 
 
 def buy_from(server):
@@ -194,6 +222,19 @@ def test_forms_and_questions_like_a_browser():
         core.find_form_with_field(forms, "payment")
 
 
+def run_api_buyer(url, tmp_path):
+    """The real Locust ApiBuyer, one user at 60 purchases/min for 4 s: its final stats by (type, name)."""
+    env = dict(os.environ, LOADTEST_ITEM="7", LOADTEST_API_TOKEN="t", LOADTEST_RATE="60",
+               LOADTEST_USERS="1", LOADTEST_MAX_TRIES="3")
+    subprocess.run(
+        [sys.executable, "-m", "locust", "-f", os.path.join(REPO_ROOT, "loadtest", "locustfile.py"),
+         "--headless", "-u", "1", "-r", "1", "--run-time", "4s", "--stop-timeout", "10",
+         "--host", url, "--csv", str(tmp_path / "run"),
+         "--exit-code-on-error", "0", "--only-summary", "ApiBuyer"],
+        env=env, check=True, capture_output=True, timeout=120, cwd=tmp_path)
+    return {(r["Type"], r["Name"]): r for r in core.read_stats((tmp_path / "run_final_stats.csv").read_text())}
+
+
 @pytest.mark.parametrize("shop", [[(409, "0"), (409, "0"), (409, "0")]], indirect=True)
 def test_locust_reports_one_purchase_event_per_attempt(shop, tmp_path):
     """The real Locust ApiBuyer against the scripted shop for a few seconds.
@@ -202,15 +243,7 @@ def test_locust_reports_one_purchase_event_per_attempt(shop, tmp_path):
     attempt gets 201 at once. Whatever the number of attempts N the run fits in:
     N PURCHASE events, exactly 1 of them failed, and N + 2 HTTP requests in the stats.
     """
-    env = dict(os.environ, LOADTEST_ITEM="7", LOADTEST_API_TOKEN="t", LOADTEST_RATE="60",
-               LOADTEST_USERS="1", LOADTEST_MAX_TRIES="3")
-    subprocess.run(
-        [sys.executable, "-m", "locust", "-f", os.path.join(REPO_ROOT, "loadtest", "locustfile.py"),
-         "--headless", "-u", "1", "-r", "1", "--run-time", "4s", "--stop-timeout", "10",
-         "--host", f"http://127.0.0.1:{shop.server_address[1]}", "--csv", str(tmp_path / "run"),
-         "--exit-code-on-error", "0", "--only-summary", "ApiBuyer"],
-        env=env, check=True, capture_output=True, timeout=120, cwd=tmp_path)
-    rows = {(r["Type"], r["Name"]): r for r in core.read_stats((tmp_path / "run_final_stats.csv").read_text())}
+    rows = run_api_buyer(f"http://127.0.0.1:{shop.server_address[1]}", tmp_path)
     purchase = rows[(core.PURCHASE_REQUEST_TYPE, "api")]
     attempts = int(purchase["Request Count"])
     # The stop timeout lets a purchase in flight when the run ends finish, and it is counted.
@@ -220,3 +253,12 @@ def test_locust_reports_one_purchase_event_per_attempt(shop, tmp_path):
     assert purchase["Failure Count"] == "1"
     assert posts == attempts + 2
     assert shop.requests == posts
+
+
+def test_locust_buys_over_https_from_a_self_signed_shop(tls_shop, tmp_path):
+    """Users share one TLS context that does not verify (UnverifiedTLSAdapter): purchases go through."""
+    rows = run_api_buyer(f"https://localhost:{tls_shop.server_address[1]}", tmp_path)
+    purchase = rows[(core.PURCHASE_REQUEST_TYPE, "api")]
+    assert int(purchase["Request Count"]) >= 1
+    assert purchase["Failure Count"] == "0"
+    assert tls_shop.requests == int(rows[("POST", "api order create")]["Request Count"])
