@@ -1,9 +1,14 @@
-"""The pretix image's healthcheck for a web task, run in the deployed pretix image.
+"""The pretix image's healthcheck and cron loop, run in the deployed pretix image.
 
 A web task whose gunicorn is saturated by buyers must stay healthy (Swarm would otherwise kill
 it in the middle of a rush); one that refuses connections or answers with an error must not.
 Port 8000 is played by small servers started in the container, so each case is exact.
+
+The cron task runs runperiodic again and again in one process (boxoffice_cron): a run that
+fails must leave the loop alive and write no heartbeat, so that the healthcheck, which reads
+the heartbeat, reports a cron task whose runs keep failing.
 """
+import time
 
 import pytest
 
@@ -46,3 +51,44 @@ def test_web_healthcheck(docker_client, pretix_image, server, healthy, says):
     rc, output = probe_web_task(docker_client, pretix_image, server)
     assert (rc == 0) is healthy, output
     assert says in output
+
+
+def run_cron(docker_client, image, environment, seconds):
+    """A cron-mode container of `image` (no network, runs every 2 s) for `seconds`: (its log,
+    its heartbeats as read once a second, the healthcheck's exit status and the command lines
+    of its processes at the end)."""
+    container = docker_client.containers.run(
+        image, ['cron'], environment=dict(environment, PRETIX_CRON_INTERVAL='2'),
+        network_mode='none', detach=True)
+    try:
+        heartbeats = set()
+        for _ in range(seconds):
+            time.sleep(1)
+            exit_code, output = container.exec_run(['cat', '/tmp/pretix-cron-heartbeat'])
+            if exit_code == 0:
+                heartbeats.add(output.decode().strip())
+        container.reload()
+        assert container.status == 'running', container.logs().decode()[-3000:]
+        health = container.exec_run([PROBE]).exit_code
+        processes = [process[-1] for process in container.top()['Processes']]
+        return container.logs().decode(), heartbeats, health, processes
+    finally:
+        container.remove(force=True)
+
+
+def test_cron_runs_again_in_the_same_process(docker_client, pretix_image):
+    # Without a pretix.cfg the image's pretix keeps its cache in memory, so runperiodic succeeds.
+    log, heartbeats, health, processes = run_cron(docker_client, pretix_image, {}, 25)
+    assert len(heartbeats) >= 2, log[-3000:]
+    assert health == 0
+    assert 'runperiodic failed' not in log
+    assert any('python -m boxoffice_cron' in command for command in processes), processes
+
+
+def test_cron_keeps_running_when_runs_fail_and_writes_no_heartbeat(docker_client, pretix_image):
+    # runperiodic stops at its first step, marking itself in the cache, when Redis cannot be reached.
+    log, heartbeats, health, _ = run_cron(docker_client, pretix_image,
+                                       {'PRETIX_REDIS_LOCATION': 'redis://redis-unreachable:6379/0'}, 25)
+    assert log.count('runperiodic failed') >= 2, log[-3000:]
+    assert heartbeats == set()
+    assert health == 1

@@ -21,6 +21,9 @@ if [ -n "${BOXOFFICE_REDIS_PASSWORD_FILE:-}" ]; then
   unset redis_password
 fi
 
+# boxoffice's own modules: the worker's settings and the cron loop.
+export PYTHONPATH="/opt/boxoffice/python${PYTHONPATH:+:$PYTHONPATH}"
+
 case "$mode" in
   web)
     exec gunicorn pretix.wsgi \
@@ -36,7 +39,6 @@ case "$mode" in
     ;;
   worker)
     # pretix's settings plus database connections kept across tasks (see the module).
-    export PYTHONPATH="/opt/boxoffice/python${PYTHONPATH:+:$PYTHONPATH}"
     export DJANGO_SETTINGS_MODULE=boxoffice_worker_settings
     exec celery -A pretix.celery_app worker \
       --loglevel INFO \
@@ -46,15 +48,7 @@ case "$mode" in
       "$@"
     ;;
   cron)
-    interval="${PRETIX_CRON_INTERVAL:-300}"
-    while :; do
-      # A failing run must not kill the loop: the next period retries, and the
-      # heartbeat (only written on success) makes the healthcheck report it.
-      if python -m pretix runperiodic; then
-        date +%s > /tmp/pretix-cron-heartbeat
-      fi
-      sleep "$interval"
-    done
+    exec python -m boxoffice_cron "$@"
     ;;
   migrate)
     exec python -m pretix migrate --noinput "$@"

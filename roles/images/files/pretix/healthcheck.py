@@ -48,7 +48,7 @@ def main():
     if mode == "web":
         return web_health()
     if mode == "cron":
-        interval = int(os.environ.get("PRETIX_CRON_INTERVAL", "300"))
+        interval = int(os.environ["PRETIX_CRON_INTERVAL"])
         try:
             with open("/tmp/pretix-cron-heartbeat") as f:
                 last = int(f.read().strip())
