@@ -48,7 +48,7 @@ case "$mode" in
       "$@"
     ;;
   cron)
-    exec python -m boxoffice_cron "$@"
+    exec python -m boxoffice_cron
     ;;
   migrate)
     exec python -m pretix migrate --noinput "$@"
