@@ -49,11 +49,14 @@ def docker_names(kind, prefix):
     ({'pretix_url': 'https://shop.example.org/'}, 'without a trailing slash'),
     ({'pretix_url': 'shop.example.org'}, 'pretix_url must be'),
     ({'pretix_web_replicas': '0'}, 'pretix_web_replicas must be a whole number of at least 1'),
+    ({'pretix_worker_max_memory_per_child': '2G'}, 'below the worker\'s memory limit'),
+    ({'pretix_worker_max_memory_per_child': 'lots'}, 'pretix_worker_max_memory_per_child must be a size'),
     ({'nginx_tls_cert_file': '/nonexistent/cert.pem', 'nginx_tls_key_file': '/nonexistent/key.pem'},
      'TLS file /nonexistent/cert.pem does not exist'),
     ({'nginx_tls_cert_file': '/etc/hostname'}, 'Set both nginx_tls_cert_file and nginx_tls_key_file'),
 ], ids=['url-scheme', 'url-trailing-slash', 'url-no-scheme', 'zero-web-replicas',
-        'missing-certificate', 'cert-without-key'])
+        'worker-memory-above-limit', 'worker-memory-not-a-size', 'missing-certificate',
+        'cert-without-key'])
 def test_bad_input_fails_before_any_change(tmp_path, extra, message):
     prefix, proc = run_app(tmp_path, extra)
     output = proc.stdout + proc.stderr

@@ -40,9 +40,12 @@ case "$mode" in
   worker)
     # pretix's settings plus database connections kept across tasks (see the module).
     export DJANGO_SETTINGS_MODULE=boxoffice_worker_settings
+    # A pool process that has grown past the bound (KiB) is replaced after its task: left to
+    # grow, it reaches the task's memory limit and the kernel kills it in the middle of an order.
     exec celery -A pretix.celery_app worker \
       --loglevel INFO \
       --concurrency "${PRETIX_WORKER_CONCURRENCY:-2}" \
+      --max-memory-per-child "${PRETIX_WORKER_MAX_MEMORY_PER_CHILD:-409600}" \
       --queues "${PRETIX_WORKER_QUEUES:-default,checkout,mail,background,notifications}" \
       --hostname "pretix@%h" \
       "$@"
