@@ -211,6 +211,11 @@ def deployed_service(client, name):
         pytest.fail('%s is not deployed here (%s): run `ansible-playbook site.yml` first' % (name, exc))
 
 
+def deployed_image(client, name):
+    """The image reference the deployed Swarm service `name` runs (see deployed_service)."""
+    return deployed_service(client, name)['Spec']['TaskTemplate']['ContainerSpec']['Image']
+
+
 def running_task_count(client, service_id):
     """Independent count of the Docker CLI's rule, for checking what the modules report."""
     ready = set(n['ID'] for n in client.api.nodes() if n['Status']['State'] == 'ready')

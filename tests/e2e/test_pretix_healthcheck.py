@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import deployed_service
+from conftest import deployed_image
 
 PROBE = '/usr/local/bin/pretix-healthcheck'
 PYTHON = '/opt/pretix/venv/bin/python'
@@ -28,7 +28,7 @@ FAILING = ('import http.server as h\n'
 
 @pytest.fixture(scope='module')
 def pretix_image(docker_client):
-    return deployed_service(docker_client, 'pretix-web')['Spec']['TaskTemplate']['ContainerSpec']['Image']
+    return deployed_image(docker_client, 'pretix-web')
 
 
 def probe_web_task(docker_client, image, server):

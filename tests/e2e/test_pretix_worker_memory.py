@@ -9,7 +9,7 @@ still runs; with the image's default bound, the same tasks leave the pool proces
 """
 import pytest
 
-from conftest import deployed_service, wait_for
+from conftest import deployed_image, wait_for
 
 # Celery's own task: it needs neither pretix's database nor its network.
 SEND_TASKS = '''
@@ -23,10 +23,6 @@ RECYCLED = 'child process exiting after exceeding memory limit'
 DEFAULT_BOUND_KIB = 400 * 1024  # pretix_worker_max_memory_per_child's default, 400M
 
 
-def image_of(client, service):
-    return deployed_service(client, service)['Spec']['TaskTemplate']['ContainerSpec']['Image']
-
-
 @pytest.fixture
 def run_worker(docker_client, unique_name):
     """Start a worker-mode container of the deployed pretix image with `environment` next to a
@@ -37,10 +33,10 @@ def run_worker(docker_client, unique_name):
     def run(environment):
         redis = unique_name('redis')  # Docker's DNS on the network resolves container names
         containers.append(docker_client.containers.run(
-            image_of(docker_client, 'redis-0'), ['--save', '', '--protected-mode', 'no'],
+            deployed_image(docker_client, 'redis-0'), ['--save', '', '--protected-mode', 'no'],
             entrypoint='redis-server', name=redis, network=network.name, detach=True))
         worker = docker_client.containers.run(
-            image_of(docker_client, 'pretix-web'), ['worker'], name=unique_name('worker'),
+            deployed_image(docker_client, 'pretix-web'), ['worker'], name=unique_name('worker'),
             network=network.name, detach=True, environment=dict(
                 environment, PRETIX_CELERY_BROKER='redis://%s:6379/1' % redis,
                 PRETIX_CELERY_BACKEND='redis://%s:6379/2' % redis,
@@ -75,9 +71,12 @@ def test_a_process_past_the_bound_is_replaced_and_tasks_go_on(run_worker):
     send_three_tasks(worker)
     wait_for(lambda: worker.logs().decode().count(RECYCLED) == 3, timeout=60,
              message='each of the 3 tasks to end with its pool process replaced')
+    def full_pool():
+        processes = pool_processes(worker)
+        return len(processes) == 3 and processes
+
     # The replaced processes are started again: the main process and a full pool of 2.
-    after = wait_for(lambda: len(pool_processes(worker)) == 3 and pool_processes(worker),
-                     timeout=60, message='the pool to be full again')
+    after = wait_for(full_pool, timeout=60, message='the pool to be full again')
     main_process = min(before, key=int)
     assert main_process in after, (before, after)
     # Each task ran in a process that then exited, so one that was there before has gone.
