@@ -28,6 +28,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 HERE=benchmarks/ha_vs_bare.d
+. benchmarks/lib.sh
 P=${BENCH_PREFIX:-bxlt-bench}
 EVENT=${BENCH_EVENT:-run-$(date -u +%Y%m%d%H%M%S)}
 PORT=${BENCH_PORT:-18080}
@@ -82,9 +83,6 @@ pretix_run() {  # name, mode, extra docker args...
     "$@" "$PRETIX_IMAGE" "$mode"
 }
 
-bootstrap_event() {  # pretix container -> prints the API token of organiser "bench" (event $EVENT made)
-  docker exec -e BENCH_ORGANIZER=bench -e BENCH_EVENT="$EVENT" "$1" python -m pretix shell -c "$(cat "$HERE/bootstrap.py")" | sed -n 's/^TOKEN=//p'
-}
 
 up() {
   [ -n "$PRETIX_IMAGE" ] || { echo "No pretix-web service to copy the image from: set PRETIX_IMAGE." >&2; exit 2; }
@@ -114,17 +112,6 @@ up() {
 }
 
 CPU_REPORTS=$(mktemp -d)
-measure() {  # label, url, organizer, event, token -> prints purchases/min; CPU by service in $CPU_REPORTS/label
-  out=$(mktemp -d)
-  . .venv/bin/activate
-  python benchmarks/cpu_by_service.py --output "$CPU_REPORTS/$1" -- ansible-playbook loadtest.yml -e loadtest_fail_on_breach=false -e loadtest_scenario="$SCENARIO" \
-    -e loadtest_target_rate="$RATE" -e loadtest_profile=1x -e loadtest_static_assets=false -e loadtest_duration="$DURATION" \
-    -e loadtest_target_url="$2" -e loadtest_organizer="$3" -e loadtest_event="$4" \
-    -e loadtest_api_token="$5" -e loadtest_reports_dir="$out" -e loadtest_name_prefix="$P-$1" \
-    >"$out/ansible.log" 2>&1 || { echo "$1: load test did not run, see $out/ansible.log" >&2; return 1; }
-  python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["runs"][0]; print(r["purchases_per_min"], r["success_ratio"], r["worst_request_p95_ms"])' \
-    "$(ls -d "$out"/*/)summary.json"
-}
 
 case "${1:-run}" in
   up) up; exit 0 ;;
@@ -133,16 +120,9 @@ case "${1:-run}" in
   *) echo "usage: $0 [run|up|down]" >&2; exit 2 ;;
 esac
 
-# Each side is measured alone on a quiet machine: what one side leaves behind (celery
-# follow-up tasks, draining requests) must not run during the other's measurement. The HA
-# stack goes first, before the bare pretix exists.
-wait_quiet() {
-  i=0
-  until awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v max="${BENCH_QUIET_LOAD:-2.5}" 'BEGIN { exit !(l < max) }'; do
-    i=$((i + 1)); [ "$i" -lt 120 ] || { echo "the machine did not quieten (load $(cut -d' ' -f1 /proc/loadavg))" >&2; exit 1; }
-    sleep 5
-  done
-}
+# Each side is measured alone on a quiet machine (wait_quiet): what one side leaves behind
+# (celery follow-up tasks, draining requests) must not run during the other's measurement.
+# The HA stack goes first, before the bare pretix exists.
 
 trap down EXIT INT TERM
 echo "scenario $SCENARIO, offered $RATE purchases/min for ${DURATION}s; pretix $PRETIX_IMAGE, $PRETIX_WEB_WORKERS gunicorn workers on each side"

@@ -66,12 +66,15 @@ def nothing_deployed(docker_client):
     ({'postgres_repmgr_initial_primary': 'pg-9'}, 'postgres_repmgr_initial_primary (pg-9) one of them'),
     ({'postgres_repmgr_nodes': ['Bad_Name']}, 'must be distinct DNS-safe names'),
     ({'pgpool_num_init_children': 200}, 'at most 180'),
+    ({'postgres_repmgr_synchronous_standbys': 3},
+     'postgres_repmgr_synchronous_standbys (3) must be a whole number from 0 to 2'),
     ({'postgres_repmgr_image': None}, 'run the images role first'),
     ({'redis_sentinel_sentinels': ['s-0', 's-1']}, 'the number of sentinels must be odd (got 2'),
     ({'redis_sentinel_quorum': 4}, 'redis_sentinel_quorum (4) between 1 and the number of sentinels'),
     ({'redis_sentinel_servers': [PREFIX + 'nolabel-redis-0']},
      "No single Swarm node carries the placement label for ['%snolabel-redis-0']" % PREFIX),
 ], ids=['pg-label-on-no-node', 'initial-primary-unknown', 'bad-node-name', 'pool-too-big',
+        'more-sync-standbys-than-standbys',
         'no-image-ref', 'even-sentinels', 'quorum-too-big', 'redis-label-on-no-node'])
 def test_bad_input_fails_before_deploying(tmp_path, nothing_deployed, overrides, message):
     result = run_data(tmp_path, **overrides)

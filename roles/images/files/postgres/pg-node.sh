@@ -1,7 +1,18 @@
 #!/bin/bash
-# One PostgreSQL node of the repmgr cluster, run as postgres. Decides at every start whether
-# this node bootstraps the cluster, clones from the current primary, rejoins it (pg_rewind),
-# or carries on as the primary; then supervises PostgreSQL and repmgrd.
+# One PostgreSQL node of the repmgr cluster, run as postgres. At every start it decides from
+# its data and its peers whether it bootstraps the cluster, clones, rejoins the current primary
+# (rewinding or re-cloning diverged data) or carries on as primary; then it supervises
+# PostgreSQL and repmgrd, and leaves (so that Swarm restarts it through the same decision)
+# when it finds itself a stale primary or a standby that follows nothing.
+#
+# Rules it keeps:
+#   - never a second primary: a former primary waits out repmgrd's failover window before it
+#     starts, never starts when a peer is on a newer timeline, and stops taking writes at once
+#     when it sees a primary on a newer timeline;
+#   - never a crash loop on its own data: a standby that cannot stream is rewound, and
+#     re-cloned when rewinding fails (the old data is kept aside, one copy);
+#   - never discard data of another cluster: a re-clone from a primary whose system
+#     identifier differs is refused.
 #
 # Environment (set by the postgres_repmgr role):
 #   PG_NODE_NAME        this node's service name, e.g. pg-1 (also its DNS name)
@@ -9,19 +20,36 @@
 #   PG_NODES            space-separated service names of all nodes
 #   PG_INITIAL_PRIMARY  the node that bootstraps an empty cluster
 #   PG_APP_DATABASE / PG_APP_USER   pretix's database and its owner
+#   PG_SYNC_STANDBYS    commits wait for this many standbys (ANY n quorum); 0 = asynchronous
+#   PG_SYNC_FALLBACK_SECS  0 = commits wait while no standby streams (durability); n > 0 =
+#                       after n seconds without a streaming standby the primary commits alone
+#   PG_KEEP_DIVERGED    1 = keep the last discarded data directory aside, 0 = delete it
+#   PG_RECLONE_REQUEST  operator's token: a new value re-clones this member once
 set -euo pipefail
 
-: "${PG_NODE_NAME:?}" "${PG_NODE_ID:?}" "${PG_NODES:?}" "${PG_INITIAL_PRIMARY:?}"
+: "${PG_NODE_ID:?}" "${PG_INITIAL_PRIMARY:?}"
 : "${PG_APP_DATABASE:=pretix}" "${PG_APP_USER:=pretix}"
+: "${PG_SYNC_STANDBYS:=1}" "${PG_SYNC_FALLBACK_SECS:=0}" "${PG_KEEP_DIVERGED:=1}"
+# shellcheck source=pg-common.sh
+. /usr/local/bin/pg-common.sh
 SECRETS_DIR=${PG_SECRETS_DIR:-/run/secrets}
 CONF=/etc/boxoffice/repmgr.conf
+RUNTIME_CONF=/etc/boxoffice/runtime.conf
 LOG_FIFO=/run/postgresql/log.fifo
+DIVERGED=$(dirname "$PGDATA")/pgdata.diverged
+# The last operator re-clone request (PG_RECLONE_REQUEST, a token) this member carried out.
+RECLONE_DONE=$(dirname "$PGDATA")/reclone.done
 
-log() { echo "pg-node[$PG_NODE_NAME]: $*" >&2; }
+# repmgrd gives a lost primary up after monitor_interval + reconnect_attempts * interval
+# (2 + 3 * 2 s) and then elects and promotes; a former primary holds off for twice that.
+MONITOR_INTERVAL=2 RECONNECT_ATTEMPTS=3 RECONNECT_INTERVAL=2
+FAILOVER_HOLDOFF=$(( 2 * (MONITOR_INTERVAL + RECONNECT_ATTEMPTS * RECONNECT_INTERVAL) + 4 ))
+# A standby must stream within this long after it starts, or after its upstream is lost.
+STREAM_GRACE=${PG_STREAM_GRACE_SECS:-45}
 
-# Every start of PostgreSQL (by this script or by repmgr during follow/rejoin) logs into one
-# FIFO drained to the container's stdout; repmgr reads its commands' output through pipes
-# that close, so the postmaster must not inherit them as its log.
+# Every start of PostgreSQL (by this script or by repmgr during follow) logs into one FIFO
+# drained to the container's stdout; repmgr reads its commands' output through pipes that
+# close, so the postmaster must not inherit them as its log.
 rm -f "$LOG_FIFO"; mkfifo -m 0600 "$LOG_FIFO"
 cat <>"$LOG_FIFO" &
 
@@ -32,17 +60,20 @@ node_name='$PG_NODE_NAME'
 conninfo='host=$PG_NODE_NAME port=5432 user=repmgr dbname=repmgr connect_timeout=2'
 data_directory='$PGDATA'
 pg_bindir='/usr/lib/postgresql/15/bin'
-use_replication_slots=yes
+# No slots: a slot of a lost standby would keep WAL until the primary's disk is full. A
+# standby that falls behind wal_keep_size is re-cloned instead.
+use_replication_slots=no
 log_level=INFO
 log_status_interval=60
 failover=automatic
 promote_command='repmgr standby promote -f $CONF'
 follow_command='repmgr standby follow -f $CONF --upstream-node-id=%n'
-# 3 attempts 2 s apart plus the 2 s monitor interval: a lost primary is given up after ~8 s.
+# Refuses to promote a node that is behind a reachable peer's timeline.
+failover_validation_command='/usr/local/bin/pg-promotion-check.sh'
 # A stopped dnsrr task's name stops resolving; repmgrd treats that as an unreachable node.
-monitor_interval_secs=2
-reconnect_attempts=3
-reconnect_interval=2
+monitor_interval_secs=$MONITOR_INTERVAL
+reconnect_attempts=$RECONNECT_ATTEMPTS
+reconnect_interval=$RECONNECT_INTERVAL
 # A standby that still sees the primary vetoes the promotion (protects against a partition).
 primary_visibility_consensus=true
 standby_disconnect_on_failover=true
@@ -52,40 +83,43 @@ service_restart_command='$PG_CTL -m fast -l $LOG_FIFO restart'
 service_reload_command='pg_ctl -D $PGDATA reload'
 CONF
 
-sql_peer() {  # sql_peer HOST SQL -> single value, or nothing when HOST is unreachable
-  psql "host=$1 port=5432 user=repmgr dbname=repmgr connect_timeout=2" -XAtqc "$2" 2>/dev/null || true
+# ANY n over every node's name: a primary never streams to itself, so listing it is harmless
+# and the same setting serves whichever node is primary.
+sync_names() {
+  local names
+  names=$(printf '"%s", ' $PG_NODES)
+  echo "ANY $PG_SYNC_STANDBYS (${names%, })"
 }
 
-find_other_primary() {
-  local node
-  for node in $PG_NODES; do
-    [ "$node" = "$PG_NODE_NAME" ] && continue
-    # A primary counts once repmgr has registered it (a clone needs the repmgr metadata).
-    if [ "$(sql_peer "$node" "SELECT NOT pg_is_in_recovery() AND EXISTS (SELECT 1 FROM repmgr.nodes WHERE type = 'primary' AND active)")" = "t" ]; then
-      echo "$node"; return 0
-    fi
-  done
-  return 1
+write_runtime_conf() {  # write_runtime_conf SYNCHRONOUS_STANDBY_NAMES
+  echo "synchronous_standby_names = '$1'" >"$RUNTIME_CONF.new"
+  mv "$RUNTIME_CONF.new" "$RUNTIME_CONF"
 }
 
-wait_for_primary() {
-  local primary
-  until primary=$(find_other_primary); do
-    log "waiting for a primary among: $PG_NODES"
-    sleep 2
-  done
-  echo "$primary"
-}
+if [ "$PG_SYNC_STANDBYS" -gt 0 ]; then write_runtime_conf "$(sync_names)"; else write_runtime_conf ''; fi
 
 start_pg() { $PG_CTL -l "$LOG_FIFO" start >&2; }
+stop_pg() { $PG_CTL -m fast stop >&2 || true; }
+pg_running() { pg_ctl -D "$PGDATA" status >/dev/null 2>&1; }
 
 # Swarm adds a task to DNS only once its healthcheck passes; repmgr reaches this node by name.
 wait_for_own_dns() {
   until getent hosts "$PG_NODE_NAME" >/dev/null; do sleep 1; done
 }
 
+control() {  # control FIELD -> value of a pg_controldata field
+  pg_controldata "$PGDATA" | sed -n "s/^$1: *//p"
+}
+
+own_timeline() {
+  local checkpoint recovery
+  checkpoint=$(control "Latest checkpoint's TimeLineID")
+  recovery=$(control "Minimum recovery ending loc's timeline")
+  echo $(( checkpoint > recovery ? checkpoint : recovery ))
+}
+
 point_config_outside_datadir() {
-  echo "include '/etc/boxoffice/postgresql.conf'" > "$PGDATA/postgresql.conf"
+  echo "include '/etc/boxoffice/postgresql.conf'" >"$PGDATA/postgresql.conf"
 }
 
 # Passwords are (re)applied on every primary start so that a rotated secret takes effect.
@@ -110,66 +144,258 @@ SELECT 'CREATE DATABASE repmgr OWNER repmgr'
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'repmgr') \\gexec
 SELECT format('CREATE DATABASE %I OWNER %I', :'app_db', :'app_user')
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'app_db') \\gexec
+-- Slots from before use_replication_slots=no would hold WAL for ever.
+SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+ WHERE NOT active AND slot_name LIKE 'repmgr\\_slot\\_%';
 SQL
 }
 
-ensure_clean_shutdown() {
-  local state
-  state=$(pg_controldata "$PGDATA" | sed -n 's/^Database cluster state: *//p')
-  case "$state" in
-    "shut down"|"shut down in recovery") ;;
-    *)
-      # pg_rewind and repmgr node rejoin refuse a crashed data directory: run crash recovery
-      # once without accepting connections, as the role it had.
-      log "data directory state '$state': running recovery before rejoin"
-      if [ -f "$PGDATA/standby.signal" ]; then
-        start_pg; $PG_CTL -m fast stop >&2
-      else
-        postgres --single -D "$PGDATA" postgres </dev/null >&2
-      fi
-      ;;
-  esac
-}
-
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  if [ "$PG_NODE_NAME" = "$PG_INITIAL_PRIMARY" ] && ! find_other_primary >/dev/null; then
-    log "empty data directory, bootstrapping the cluster as primary"
-    initdb -D "$PGDATA" -U postgres --auth-local=peer --auth-host=scram-sha-256 \
-      --data-checksums --encoding=UTF8 --locale=C.UTF-8 >&2
-    point_config_outside_datadir
-    start_pg
-    apply_roles
-    wait_for_own_dns
-    repmgr -f "$CONF" primary register --force >&2
-  else
-    primary=$(wait_for_primary)
-    log "empty data directory, cloning from primary $primary"
-    rm -rf "${PGDATA:?}"/*
-    repmgr -f "$CONF" -h "$primary" -U repmgr -d repmgr standby clone --fast-checkpoint >&2
-    start_pg
-    wait_for_own_dns
-    repmgr -f "$CONF" standby register --force >&2
-  fi
-elif primary=$(find_other_primary); then
-  # Another node is primary (a failover happened while this one was away, or this is a
-  # standby restarting): never start as a second primary, rejoin and rewind if diverged.
-  log "existing data, $primary is primary: rejoining as standby"
-  ensure_clean_shutdown
-  repmgr -f "$CONF" node rejoin -d "host=$primary port=5432 user=repmgr dbname=repmgr" \
-    --force-rewind --verbose >&2
-elif [ -f "$PGDATA/standby.signal" ]; then
-  primary=$(wait_for_primary)
-  log "standby data, primary $primary appeared: rejoining"
-  ensure_clean_shutdown
-  repmgr -f "$CONF" node rejoin -d "host=$primary port=5432 user=repmgr dbname=repmgr" \
-    --force-rewind --verbose >&2
-else
-  log "existing primary data and no other primary reachable: starting as primary"
+start_as_primary() {
+  rm -f "$PGDATA/standby.signal"
   start_pg
   apply_roles
   wait_for_own_dns
   repmgr -f "$CONF" primary register --force >&2
-fi
+}
+
+# pg_rewind needs a cleanly shut down target. A crashed primary runs crash recovery in
+# single-user mode (which cannot run with standby.signal); a crashed standby is started as a
+# standby that follows nobody, so that it replays only its own WAL, and stopped again.
+make_clean() {
+  local state
+  state=$(control "Database cluster state")
+  case "$state" in
+    "shut down"|"shut down in recovery") return 0 ;;
+    "in archive recovery")
+      log "data directory state '$state': replaying local WAL before the rewind"
+      touch "$PGDATA/standby.signal"
+      pg_ctl -D "$PGDATA" -w -t 120 -l "$LOG_FIFO" -o "-c primary_conninfo='' -c hot_standby=on" start >&2 \
+        && stop_pg
+      ;;
+    *)
+      log "data directory state '$state': crash recovery in single-user mode before the rewind"
+      rm -f "$PGDATA/standby.signal"
+      postgres --single -D "$PGDATA" -c archive_mode=off -c synchronous_standby_names='' \
+        postgres </dev/null >&2
+      ;;
+  esac
+}
+
+configure_standby() {  # configure_standby PRIMARY
+  local auto="$PGDATA/postgresql.auto.conf"
+  touch "$auto" "$PGDATA/standby.signal"
+  sed -i -e '/^primary_conninfo/d' -e '/^primary_slot_name/d' -e '/^recovery_target/d' "$auto"
+  echo "primary_conninfo = 'host=$1 port=5432 user=repmgr application_name=$PG_NODE_NAME connect_timeout=2'" >>"$auto"
+}
+
+wal_receiver_status() { sql_local "SELECT status FROM pg_stat_wal_receiver"; }
+
+wait_streaming() {  # wait_streaming SECONDS -> 0 once the WAL receiver streams
+  local deadline=$(( SECONDS + $1 ))
+  while [ $SECONDS -lt $deadline ]; do
+    [ "$(wal_receiver_status)" = streaming ] && return 0
+    pg_running || return 1
+    sleep 1
+  done
+  return 1
+}
+
+start_standby_of() {  # start_standby_of PRIMARY -> 0 when it streams from PRIMARY
+  configure_standby "$1"
+  start_pg || return 1
+  if wait_streaming "$STREAM_GRACE"; then
+    wait_for_own_dns
+    repmgr -f "$CONF" standby register --force >&2
+    return 0
+  fi
+  log "not streaming from $1 within ${STREAM_GRACE}s"
+  stop_pg
+  return 1
+}
+
+system_id_of_primary() { sql_peer "$1" "SELECT system_identifier FROM pg_control_system()"; }
+
+clone_from() {  # clone_from PRIMARY; the data directory must be empty
+  log "cloning from primary $1"
+  repmgr -f "$CONF" -h "$1" -U repmgr -d repmgr standby clone --fast-checkpoint >&2
+  start_standby_of "$1"
+}
+
+# Moves the data directory aside (one copy) and clones it again from PRIMARY.
+reclone_from() {
+  local mine theirs
+  mine=$(control "Database system identifier")
+  theirs=$(system_id_of_primary "$1")
+  if [ -n "$theirs" ] && [ "$mine" != "$theirs" ]; then
+    log "FATAL: this data belongs to database system $mine but primary $1 runs $theirs" \
+        "(a cluster bootstrapped anew?); refusing to discard it. If $1 is the cluster to keep:" \
+        "ansible-playbook playbooks/data.yml -e postgres_repmgr_reclone=$PG_NODE_NAME"
+    exit 1
+  fi
+  discard_and_clone "$1"
+}
+
+discard_and_clone() {  # discard_and_clone PRIMARY
+  rm -rf "$DIVERGED"
+  if [ "$PG_KEEP_DIVERGED" = 1 ]; then
+    log "moving the diverged data directory to $DIVERGED"
+    mv "$PGDATA" "$DIVERGED"
+  else
+    rm -rf "$PGDATA"
+  fi
+  mkdir -m 0700 "$PGDATA"
+  clone_from "$1"
+}
+
+# Follow PRIMARY: start as is when on its timeline, else (or when that does not stream)
+# rewind, and re-clone when rewinding fails or does not stream either.
+rejoin() {  # rejoin PRIMARY PRIMARY_TIMELINE
+  local primary=$1 primary_tl=$2
+  if [ -f "$PGDATA/standby.signal" ] && [ "$(own_timeline)" = "$primary_tl" ] \
+     && [ "$(control "Database cluster state")" != "in production" ]; then
+    log "standby on timeline $primary_tl: following $primary"
+    start_standby_of "$primary" && return 0
+  fi
+  make_clean || true
+  log "rewinding to $primary (timeline $(own_timeline) -> $primary_tl)"
+  if pg_rewind --target-pgdata="$PGDATA" --source-server="host=$primary port=5432 user=repmgr dbname=postgres" >&2; then
+    point_config_outside_datadir
+    start_standby_of "$primary" && return 0
+  else
+    log "pg_rewind failed"
+  fi
+  reclone_from "$primary"
+}
+
+wait_for_primary() {  # prints "<node> <timeline>"
+  local found
+  until found=$(find_other_primary); do
+    log "waiting for a primary among: $PG_NODES"
+    sleep 2
+  done
+  echo "$found"
+}
+
+reclone_requested() {
+  [ -n "${PG_RECLONE_REQUEST:-}" ] && [ "$(cat "$RECLONE_DONE" 2>/dev/null)" != "$PG_RECLONE_REQUEST" ]
+}
+
+startup() {
+  local found primary tl peers_tl
+  if reclone_requested && [ -s "$PGDATA/PG_VERSION" ]; then
+    if found=$(find_other_primary); then
+      read -r primary _ <<<"$found"
+      log "operator re-clone request $PG_RECLONE_REQUEST: discarding this member's data"
+      discard_and_clone "$primary" || { log "the new clone does not stream"; exit 1; }
+      echo "$PG_RECLONE_REQUEST" >"$RECLONE_DONE"
+      return
+    fi
+    log "operator re-clone request $PG_RECLONE_REQUEST refused: no other primary runs, and this" \
+        "member's data may be the only copy"
+  fi
+  if [ ! -s "$PGDATA/PG_VERSION" ]; then
+    rm -rf "${PGDATA:?}"/*
+    # Only the initial primary creates a cluster, and only when no peer answers at all: a
+    # peer that answers holds data, which an empty new cluster must never replace.
+    if [ "$PG_NODE_NAME" = "$PG_INITIAL_PRIMARY" ] && [ "$(peers_max_timeline)" = 0 ]; then
+      log "empty data directory, bootstrapping the cluster as primary"
+      initdb -D "$PGDATA" -U postgres --auth-local=peer --auth-host=scram-sha-256 \
+        --data-checksums --encoding=UTF8 --locale=C.UTF-8 >&2
+      point_config_outside_datadir
+      start_as_primary
+      return
+    fi
+    read -r primary _ <<<"$(wait_for_primary)"
+    clone_from "$primary" || { log "the new clone does not stream"; exit 1; }
+    [ -z "${PG_RECLONE_REQUEST:-}" ] || echo "$PG_RECLONE_REQUEST" >"$RECLONE_DONE"
+    return
+  fi
+
+  if [ ! -f "$PGDATA/standby.signal" ] && ! found=$(find_other_primary); then
+    # A former primary: repmgrd on the standbys may be promoting one right now.
+    log "former primary data: waiting ${FAILOVER_HOLDOFF}s for a failover in progress"
+    sleep "$FAILOVER_HOLDOFF"
+  fi
+  while :; do
+    if found=$(find_other_primary); then
+      read -r primary tl <<<"$found"
+      if [ "$tl" -lt "$(own_timeline)" ]; then
+        # The other primary is the stale one: it fences itself once this node is primary.
+        if [ ! -f "$PGDATA/standby.signal" ]; then
+          log "$primary is primary on timeline $tl, older than this node's $(own_timeline): starting as primary"
+          start_as_primary
+          return
+        fi
+        log "$primary is primary on timeline $tl, older than this node's $(own_timeline); waiting"
+      else
+        rejoin "$primary" "$tl" || { log "could not rejoin $primary"; exit 1; }
+        return
+      fi
+    elif [ ! -f "$PGDATA/standby.signal" ]; then
+      peers_tl=$(peers_max_timeline)
+      if [ "$peers_tl" -le "$(own_timeline)" ]; then
+        log "former primary data and no other primary: starting as primary"
+        start_as_primary
+        return
+      fi
+      log "a peer is on timeline $peers_tl, newer than this node's $(own_timeline): not starting as primary"
+    else
+      log "standby data: waiting for a primary among: $PG_NODES"
+    fi
+    sleep 2
+  done
+}
+
+# Without a streaming standby for PG_SYNC_FALLBACK_SECS the primary commits alone (an explicit
+# choice of availability over durability); the quorum returns once a standby streams again.
+sync_fallback() {
+  [ "$PG_SYNC_STANDBYS" -gt 0 ] && [ "$PG_SYNC_FALLBACK_SECS" -gt 0 ] || return 0
+  local streaming
+  streaming=$(sql_local "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
+  if [ "${streaming:-0}" -gt 0 ]; then
+    no_standby_since=$SECONDS
+    if [ "$sync_degraded" = 1 ]; then
+      log "a standby streams again: commits wait for the quorum again"
+      write_runtime_conf "$(sync_names)"; pg_ctl -D "$PGDATA" reload >&2; sync_degraded=0
+    fi
+  elif [ "$sync_degraded" = 0 ] && [ $(( SECONDS - no_standby_since )) -ge "$PG_SYNC_FALLBACK_SECS" ]; then
+    log "no standby for ${PG_SYNC_FALLBACK_SECS}s: committing without a synchronous standby"
+    write_runtime_conf ''; pg_ctl -D "$PGDATA" reload >&2; sync_degraded=1
+  fi
+}
+
+# One check of the running node; returns non-zero when the node must leave and start over.
+supervise_once() {
+  local state role tl found primary primary_tl
+  state=$(sql_local "$STATE_SQL")
+  if [ -z "$state" ]; then
+    # repmgr restarts PostgreSQL during follow; only a lasting absence is fatal.
+    [ $(( SECONDS - last_seen_up )) -lt "$STREAM_GRACE" ] && return 0
+    log "PostgreSQL has not answered for ${STREAM_GRACE}s"
+    return 1
+  fi
+  last_seen_up=$SECONDS
+  read -r role tl _ <<<"$state"
+  if [ "$role" = primary ]; then
+    if found=$(find_other_primary); then
+      read -r primary primary_tl <<<"$found"
+      if [ "$primary_tl" -gt "$tl" ]; then
+        log "fencing: $primary is primary on timeline $primary_tl, newer than this node's $tl"
+        return 1
+      fi
+    fi
+    sync_fallback
+    return 0
+  fi
+  if [ "$(wal_receiver_status)" = streaming ]; then
+    last_streaming=$SECONDS
+  elif [ $(( SECONDS - last_streaming )) -ge "$STREAM_GRACE" ] && find_other_primary >/dev/null; then
+    log "standby not streaming for ${STREAM_GRACE}s while a primary runs: starting over"
+    return 1
+  fi
+}
+
+startup
 
 repmgrd -f "$CONF" --daemonize=false &
 repmgrd_pid=$!
@@ -177,13 +403,21 @@ repmgrd_pid=$!
 shutdown() {
   log "stopping"
   kill -TERM "$repmgrd_pid" 2>/dev/null || true
-  $PG_CTL -m fast stop >&2 || true
+  stop_pg
   exit 0
 }
 trap shutdown TERM INT
 
-# repmgrd restarts PostgreSQL itself during follow; the container lives as long as repmgrd.
-wait "$repmgrd_pid" || true
+last_seen_up=$SECONDS last_streaming=$SECONDS no_standby_since=$SECONDS sync_degraded=0
+while kill -0 "$repmgrd_pid" 2>/dev/null; do
+  if ! supervise_once; then
+    kill -TERM "$repmgrd_pid" 2>/dev/null || true
+    $PG_CTL -m immediate stop >&2 || true
+    exit 1
+  fi
+  sleep 3 &
+  wait $! || true
+done
 log "repmgrd exited"
-$PG_CTL -m fast stop >&2 || true
+stop_pg
 exit 1
