@@ -44,6 +44,8 @@ POLL_SECONDS = 0.5
 # it appeared after we made it; a stale one from an earlier deploy must not fail a later scale.
 ALWAYS_FATAL_UPDATE_STATES = ('paused', 'rollback_paused', 'rollback_started')
 FRESH_FATAL_UPDATE_STATES = ('rollback_completed',)
+# Terminal task states that mean the task's container did not do its job.
+FAILED_STATES = ('failed', 'rejected')
 
 COMMON_ARGUMENT_SPEC = dict(
     docker_host=dict(type='str'),
@@ -126,6 +128,22 @@ def count_running(tasks, ready_nodes):
                and task.get('NodeID') in ready_nodes)
 
 
+def count_running_containers(tasks, ready_nodes):
+    """Tasks whose container runs on a ready node, also those already told to stop.
+
+    This is what `docker service ls` shows as running: a task told to stop keeps its container
+    until the container exits.
+    """
+    return sum(1 for task in tasks
+               if (task.get('Status') or {}).get('State') == 'running'
+               and task.get('NodeID') in ready_nodes)
+
+
+def task_error(task):
+    status = task.get('Status') or {}
+    return status.get('Err') or status.get('Message') or 'no error message'
+
+
 def update_service_spec(client, service, spec):
     """Write spec back as the whole new spec of service (nothing merged, nothing defaulted).
 
@@ -157,13 +175,18 @@ def update_status_problem(update_status, before):
 
 
 def wait_converged(client, service_id, replicas, timeout, update_status_before=None,
-                   require_update_completed=False):
+                   require_update_completed=False, hold_seconds=0, known_task_ids=None,
+                   exact=False):
     """Wait until service_id has `replicas` counted tasks for a whole monitor window.
 
     update_status_before is the service's UpdateStatus before the caller changed it, so a
     rollback left over from an earlier deploy is told apart from one our change caused.
     With require_update_completed (after a forced redeploy) the rolling update must also have
     finished, otherwise old tasks could still be counted as the converged state.
+    hold_seconds lengthens the window the count must hold when it is longer than the monitor
+    window. With known_task_ids (the task IDs from before the change), any other task that fails
+    or is rejected fails the wait at once: the change's own tasks are failing. With exact, tasks
+    told to stop must also be gone: no more containers run than `replicas`.
 
     Returns (running_tasks, seconds). Raises SwarmError on failure or timeout.
     """
@@ -173,26 +196,46 @@ def wait_converged(client, service_id, replicas, timeout, update_status_before=N
     running = 0
     while True:
         service = client.api.inspect_service(service_id)
+        name = service['Spec']['Name']
         update_status = service.get('UpdateStatus')
         problem = update_status_problem(update_status, update_status_before)
         if problem:
-            raise SwarmError('service %s did not converge: %s' % (service['Spec']['Name'], problem))
-        running = count_running(service_tasks(client, service_id), ready_node_ids(client))
+            raise SwarmError('service %s did not converge: %s' % (name, problem))
+        tasks = service_tasks(client, service_id)
+        if known_task_ids is not None:
+            failed = sorted('task %s %s: %s' % (task['ID'][:12], task['Status']['State'], task_error(task))
+                            for task in tasks
+                            if task['ID'] not in known_task_ids
+                            and (task.get('Status') or {}).get('State') in FAILED_STATES)
+            if failed:
+                raise SwarmError('service %s did not converge: its new tasks fail (%s)'
+                                 % (name, '; '.join(failed)))
+        ready = ready_node_ids(client)
+        running = count_running(tasks, ready)
+        containers = count_running_containers(tasks, ready) if exact else running
         update_done = (not require_update_completed or not update_status
                        or update_status == update_status_before
                        or update_status.get('State') == 'completed')
+        hold = max(monitor_seconds(service['Spec']), hold_seconds)
         now = time.monotonic()
-        if running == replicas and update_done:
+        if running == replicas and containers == replicas and update_done:
             if converged_since is None:
                 converged_since = now
-            if now - converged_since >= monitor_seconds(service['Spec']):
+            if now - converged_since >= hold:
                 return running, round(now - started, 2)
         else:
             converged_since = None
         if now >= deadline:
+            unfinished = []
+            if not update_done:
+                unfinished.append('rolling update not finished')
+            if containers > running:
+                unfinished.append('%d tasks told to stop still running' % (containers - running))
+            if running == replicas and containers == replicas and update_done:
+                unfinished.append('running for less than the required %ss' % round(hold, 1))
             raise SwarmError(
                 'service %s did not converge within %ss: %d of %d replicas running%s. Look at '
                 '`docker service ps --no-trunc %s` for the task errors.'
-                % (service['Spec']['Name'], timeout, running, replicas,
-                   '' if update_done else ', rolling update not finished', service['Spec']['Name']))
+                % (name, timeout, running, replicas,
+                   ''.join(', ' + item for item in unfinished), name))
         time.sleep(POLL_SECONDS)

@@ -12,21 +12,38 @@ short_description: Find unhealthy Docker Swarm services and redeploy them with a
 version_added: 0.1.0
 description:
   - Inspects all Swarm services, or those of one O(stack) or carrying O(labels), and looks for
-    fewer running replicas than desired, tasks stuck on their way to running for longer than
-    O(recent) seconds, tasks that failed or were rejected in the last O(recent) seconds,
-    restart loops (more than O(restart_threshold) such failures) and paused updates.
+    fewer running replicas than desired, more running tasks than desired, tasks stuck on their
+    way to running for longer than O(recent) seconds, tasks that failed or were rejected in the
+    last O(recent) seconds, restart loops (more than O(restart_threshold) such failures) and
+    paused updates.
   - Replicas that are still starting (for less than O(recent) seconds) are not counted as
     missing, so a heal right after a deploy leaves slow-starting services alone.
+  - Tasks told to stop whose container is still running more than O(recent) seconds later
+    count as running, as in C(docker service ls); more running tasks than desired are reported
+    as C(over_replicated).
   - Each unhealthy service is redeployed with a rolling force update (its
     C(TaskTemplate.ForceUpdate) counter is incremented; the rest of the spec is kept as is),
     then the module waits until it has converged under the same rule as
-    M(boxoffice.pretix.swarm_service_scale) and its rolling update has completed.
-  - A service that is still failing after the redeploy is reported with result C(failed) and
-    the module fails, after all other services have been handled.
-  - Failures older than the service's last spec update are ignored, so a service healed a
-    moment ago is not redeployed again for the failures that caused the heal.
+    M(boxoffice.pretix.swarm_service_scale) and its rolling update has completed. A task of the
+    redeploy that fails makes the service fail at once. After a restart loop the new tasks must
+    also stay up twice as long as the loop took between failures; after an over-replication no
+    more tasks than desired may run, those told to stop included.
+  - A service is reported with result C(failed), and the module fails after all other services
+    have been handled, when it is still failing after its redeploy; when its rolling update or
+    rollback is under way and its tasks fail (failures since the update started, or a restart
+    loop), which is not redeployed because that would cut the rollout short; or when its only
+    finding is tasks told to stop that still run, which no redeploy stops.
+  - Failures of tasks from before the service's last rolling update started
+    (C(UpdateStatus.StartedAt)) are not counted as C(failed_tasks), so a service healed a moment
+    ago is not redeployed again for the failures that caused the heal. They still count towards
+    a restart loop until, in every slot that was looping, a task has run twice as long as the
+    loop took between failures (at most O(recent) seconds), so a crash-looping service is
+    reported on every run, also right after a redeploy or a rollback.
+  - A rolling update in progress with no failing tasks is left alone (result C(updating)).
   - Job-mode services (one-shot tasks) are never redeployed. For replicated services whose
     restart condition is not C(any), a slot whose newest task completed counts as satisfied.
+  - Where the repair of a kind of service is known, O(hints) names it in RV(services[].hint)
+    and in the failure message.
   - Must run on a Swarm manager (or point O(docker_host) at one).
 author:
   - boxoffice.pretix engineers (!UNKNOWN)
@@ -35,7 +52,9 @@ requirements:
 attributes:
   check_mode:
     support: full
-    description: Reports findings and which services would be redeployed; redeploys nothing.
+    description: >-
+      Reports findings and which services would be redeployed; redeploys nothing. Services
+      that are failing without a redeploy (see above) fail the module in check mode too.
   diff_mode:
     support: none
     description: Findings and actions are returned in RV(services) instead.
@@ -51,15 +70,30 @@ options:
     type: dict
   recent:
     description:
-      - Window in seconds in which failed or rejected tasks count as findings.
+      - Window in seconds in which failed or rejected tasks count as findings, and how long a
+        task may stay on its way to running or, told to stop, keep running before it counts as
+        stuck. Keep it longer than the services' stop grace periods.
     type: int
     default: 300
   restart_threshold:
     description:
       - A service with more than this many failed or rejected tasks inside O(recent) is
-        reported as a restart loop.
+        reported as a restart loop, unless every slot that failed has since run a task long
+        enough (see above).
     type: int
     default: 3
+  hints:
+    description:
+      - What to do about a service that stays unhealthy, by the value of its O(hint_label)
+        service label, for example C(postgres) for the PostgreSQL members.
+      - C(<name>) in a text is replaced by the service's name.
+    type: dict
+    default: {}
+  hint_label:
+    description:
+      - The service label whose value selects the text in O(hints).
+    type: str
+    default: boxoffice.component
   wait:
     description:
       - Wait for every redeployed service to converge. Without it the result of a redeployed
@@ -79,6 +113,7 @@ options:
 notes:
   - Swarm keeps only a few old tasks per slot (C(TaskHistoryRetentionLimit), default 5), which
     caps how many failures a restart loop can show.
+  - Times are compared on the clock of the Docker engine the module talks to.
 seealso:
   - module: boxoffice.pretix.swarm_service_scale
 '''
@@ -87,6 +122,11 @@ EXAMPLES = r'''
 - name: Heal the boxoffice stack
   boxoffice.pretix.swarm_service_heal:
     stack: boxoffice
+
+- name: Heal, and say what to do about PostgreSQL members that stay broken
+  boxoffice.pretix.swarm_service_heal:
+    hints:
+      postgres: "see `docker service logs <name>`, then reclone <name> with playbooks/data.yml"
 
 - name: Only report what would be redeployed (run with --check for the same effect)
   boxoffice.pretix.swarm_service_heal:
@@ -112,11 +152,18 @@ services:
       type: int
       sample: 3
     running_tasks:
-      description: Running tasks on ready nodes, after the redeploy when one was made and waited for.
+      description: >-
+        Running tasks Swarm still wants on ready nodes, after the redeploy when one was made
+        and waited for.
       type: int
       sample: 3
     findings:
-      description: What was wrong; empty for a healthy service.
+      description: >-
+        What was wrong; empty for a healthy service. C(kind) is one of C(under_replicated),
+        C(stuck_starting), C(over_replicated), C(failed_tasks), C(restart_loop) or
+        C(update_paused). C(over_replicated) also says how many of the extra tasks were told
+        to stop (C(told_to_stop)); C(restart_loop) how long new tasks must stay up before the
+        loop counts as over (C(settle_seconds)).
       type: list
       elements: dict
       sample:
@@ -130,8 +177,8 @@ services:
     result:
       description: >-
         C(healthy), C(healed), C(failed), C(redeployed) (not waited for), C(unhealthy)
-        (check mode, not acted on) or C(updating) (a rolling update is already under way, so
-        the service is left alone).
+        (check mode, not acted on) or C(updating) (a rolling update without failing tasks is
+        under way, so the service is left alone).
       type: str
       sample: healed
     seconds:
@@ -143,13 +190,20 @@ services:
       type: str
       returned: when result is failed
       sample: "service boxoffice_cron did not converge: update status is paused: ..."
+    hint:
+      description: >-
+        The O(hints) text for this service (C(<name>) replaced), when the service is not
+        healthy and its O(hint_label) label has a text.
+      type: str
+      returned: when a hint applies
+      sample: "its log (docker service logs pg-0) says why"
 healed_services:
   description: Names of the services redeployed and converged.
   returned: always
   type: list
   elements: str
 failed_services:
-  description: Names of the services still failing after the redeploy.
+  description: Names of the services still failing.
   returned: always
   type: list
   elements: str
@@ -163,6 +217,7 @@ from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services im
     COMMON_ARGUMENT_SPEC,
     DOCKER_IMPORT_ERROR,
     DOCKER_REQUIREMENT,
+    FAILED_STATES,
     HAS_DOCKER,
     DockerException,
     SwarmError,
@@ -173,15 +228,22 @@ from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services im
     ready_node_ids,
     service_mode,
     service_tasks,
+    task_error,
     update_service_spec,
     wait_converged,
 )
 
 STACK_LABEL = 'com.docker.stack.namespace'
-FAILED_STATES = ('failed', 'rejected')
 # Task states on the way to running. A task in one of them is Swarm still at work, unless it
 # has been stuck there longer than the recent window (no node fits, image missing, ...).
 STARTING_STATES = ('new', 'allocated', 'pending', 'assigned', 'accepted', 'preparing', 'ready', 'starting')
+# UpdateStatus states in which Swarm is replacing tasks itself.
+ROLLING_STATES = ('updating', 'rollback_started')
+# Findings that mean the service's tasks are failing, not just that Swarm is at work.
+FAILING_KINDS = ('failed_tasks', 'restart_loop')
+# A restart loop is over in a slot once a task has run this many times the loop's time between
+# failures: long enough that it would have failed already if it were looping the same way.
+LOOP_SETTLE_FACTOR = 2
 
 
 def select_services(services, stack, labels):
@@ -197,14 +259,87 @@ def select_services(services, stack, labels):
     return sorted(selected, key=lambda svc: svc['Spec']['Name'])
 
 
+def slot_key(task):
+    """Replicated tasks share a slot number; a global service has one slot per node."""
+    return task.get('Slot') or task.get('NodeID')
+
+
 def completed_slots(tasks):
     """Slots whose newest task ran to completion (a finished one-shot replica, not a failure)."""
     newest = {}
     for task in tasks:
-        slot = task.get('Slot') or task.get('NodeID')
+        slot = slot_key(task)
         if slot not in newest or parse_timestamp(task['CreatedAt']) > parse_timestamp(newest[slot]['CreatedAt']):
             newest[slot] = task
     return sum(1 for task in newest.values() if task['Status'].get('State') == 'complete')
+
+
+def update_started(service):
+    """When the service's current deployment began: its last rolling update, else its creation.
+
+    A rollback keeps the StartedAt of the update it undoes, so its tasks count as that deployment's.
+    """
+    return (parse_timestamp((service.get('UpdateStatus') or {}).get('StartedAt'))
+            or parse_timestamp(service.get('CreatedAt')))
+
+
+def describe(task):
+    status = task.get('Status') or {}
+    return 'task %s %s %s: %s' % (task['ID'][:12], status.get('State'), status.get('Timestamp'), task_error(task))
+
+
+def restart_loop_slots(tasks, failures, now, recent):
+    """Return (slots still looping, seconds a new task must stay up) for the failed tasks.
+
+    In each slot with failures, the loop's period is its time between failures (0 for a single
+    failure). The slot is over the loop once a task started after its last failure has been
+    running LOOP_SETTLE_FACTOR periods, at most the recent window; a slot the orchestrator
+    retired (scaled down, no failing task last) is over too.
+    """
+    times = {}
+    for task in failures:
+        times.setdefault(slot_key(task), []).append(parse_timestamp(task['Status']['Timestamp']))
+    looping = []
+    settle = 0.0
+    for slot, stamps in sorted(times.items(), key=lambda item: str(item[0])):
+        stamps.sort()
+        period = (stamps[-1] - stamps[0]).total_seconds() / (len(stamps) - 1) if len(stamps) > 1 else 0.0
+        needed = min(LOOP_SETTLE_FACTOR * period, float(recent))
+        settle = max(settle, needed)
+        slot_tasks = [task for task in tasks if slot_key(task) == slot]
+        newest = max(slot_tasks, key=lambda task: parse_timestamp(task['CreatedAt']))
+        if (all(task.get('DesiredState') in ('shutdown', 'remove') for task in slot_tasks)
+                and newest['Status'].get('State') not in FAILED_STATES):
+            continue
+        up = [(now - parse_timestamp(task['Status']['Timestamp'])).total_seconds() for task in slot_tasks
+              if task.get('DesiredState') == 'running' and task['Status'].get('State') == 'running'
+              and parse_timestamp(task['Status'].get('Timestamp'))
+              and parse_timestamp(task['Status']['Timestamp']) > stamps[-1]]
+        if not up or max(up) < needed:
+            looping.append(dict(slot=slot, failures=len(stamps), period=period, needed=needed,
+                                up=max(up) if up else None))
+    return looping, settle
+
+
+def over_replication(mode, replicas, tasks, ready, since):
+    """Return (how many more tasks run than Swarm wants, slots running more than one task Swarm
+    wants, tasks told to stop before `since` that still run)."""
+    wanted = [task for task in tasks
+              if task.get('DesiredState') == 'running' and task['Status'].get('State') == 'running'
+              and task.get('NodeID') in ready]
+    per_slot = {}
+    for task in wanted:
+        per_slot.setdefault(slot_key(task), []).append(task)
+    crowded = dict((slot, slot_tasks) for slot, slot_tasks in per_slot.items() if len(slot_tasks) > 1)
+    if mode == 'global':
+        extra = sum(len(slot_tasks) - 1 for slot_tasks in crowded.values())
+    else:
+        extra = max(0, len(wanted) - replicas, sum(len(slot_tasks) - 1 for slot_tasks in crowded.values()))
+    stopping = [task for task in tasks
+                if task.get('DesiredState') != 'running' and task['Status'].get('State') == 'running'
+                and task.get('NodeID') in ready
+                and (parse_timestamp(task.get('UpdatedAt')) or since) < since]
+    return extra, crowded, stopping
 
 
 def inspect_health(service, tasks, ready, recent, restart_threshold, now):
@@ -219,12 +354,12 @@ def inspect_health(service, tasks, ready, recent, restart_threshold, now):
         desired = replicas
     condition = ((spec['TaskTemplate'].get('RestartPolicy') or {}).get('Condition')) or 'any'
     satisfied = running + (completed_slots(tasks) if condition != 'any' else 0)
-    since = now - datetime.timedelta(seconds=recent)
+    window = now - datetime.timedelta(seconds=recent)
     starting = [task for task in tasks
                 if task.get('DesiredState') == 'running'
                 and (task.get('Status') or {}).get('State') in STARTING_STATES]
     stuck = [task for task in starting
-             if (parse_timestamp(task['Status'].get('Timestamp')) or now) < since]
+             if (parse_timestamp(task['Status'].get('Timestamp')) or now) < window]
 
     findings = []
     # Replicas still starting (within the window) are not missing: a heal run right after a
@@ -236,32 +371,79 @@ def inspect_health(service, tasks, ready, recent, restart_threshold, now):
     if stuck:
         findings.append(dict(kind='stuck_starting', count=len(stuck), detail='; '.join(sorted(
             'task %s %s since %s: %s' % (task['ID'][:12], task['Status']['State'], task['Status'].get('Timestamp'),
-                                         task['Status'].get('Err') or task['Status'].get('Message') or 'no message')
+                                         task_error(task))
             for task in stuck))))
 
-    # Failures from before the last spec change belong to the previous deployment.
-    updated_at = parse_timestamp(service.get('UpdatedAt'))
-    if updated_at and updated_at > since:
-        since = updated_at
-    failures = []
-    for task in tasks:
-        status = task.get('Status') or {}
-        when = parse_timestamp(status.get('Timestamp'))
-        if status.get('State') in FAILED_STATES and when and when >= since:
-            failures.append('task %s %s %s: %s' % (
-                task['ID'][:12], status['State'], status['Timestamp'],
-                status.get('Err') or status.get('Message') or 'no error message'))
-    if failures:
-        findings.append(dict(kind='failed_tasks', count=len(failures), detail='; '.join(sorted(failures))))
+    # Tasks told to stop keep running through their stop grace period; one still running after
+    # the recent window is stuck, and counts as running as in `docker service ls`.
+    extra, crowded, stopping = over_replication(mode, replicas, tasks, ready, window)
+    if extra or stopping:
+        details = ['%d running for %d desired' % (running + len(stopping), desired)]
+        details.extend('%s %s: %d tasks running' % ('node' if mode == 'global' else 'slot', slot, len(slot_tasks))
+                       for slot, slot_tasks in sorted(crowded.items(), key=lambda item: str(item[0])))
+        details.extend('task %s on node %s told to stop at %s, still running'
+                       % (task['ID'][:12], task.get('NodeID'), task.get('UpdatedAt')) for task in stopping)
+        findings.append(dict(kind='over_replicated', count=extra + len(stopping), told_to_stop=len(stopping),
+                             detail='; '.join(details)))
+
+    failures = [task for task in tasks
+                if (task.get('Status') or {}).get('State') in FAILED_STATES
+                and parse_timestamp(task['Status'].get('Timestamp'))
+                and parse_timestamp(task['Status']['Timestamp']) >= window]
+    # Failures from before the current deployment began are not this deployment's failures.
+    started = update_started(service)
+    current = [task for task in failures
+               if not started or parse_timestamp(task['Status']['Timestamp']) >= started]
+    if current:
+        findings.append(dict(kind='failed_tasks', count=len(current),
+                             detail='; '.join(sorted(describe(task) for task in current))))
+    # A restart loop outlives the deployment it started in: only tasks that stay up end it.
     if len(failures) > restart_threshold:
-        findings.append(dict(kind='restart_loop', count=len(failures),
-                             detail='%d task failures since %s (threshold %d)'
-                             % (len(failures), since.strftime('%Y-%m-%dT%H:%M:%SZ'), restart_threshold)))
+        looping, settle = restart_loop_slots(tasks, failures, now, recent)
+        if looping:
+            findings.append(dict(
+                kind='restart_loop', count=len(failures), settle_seconds=round(settle, 1),
+                detail='%d task failures in the last %ds (threshold %d); %s' % (
+                    len(failures), recent, restart_threshold, '; '.join(
+                        '%s %s: %d failures, %.1fs apart, %s' % (
+                            'node' if mode == 'global' else 'slot', loop['slot'], loop['failures'], loop['period'],
+                            'no task running since' if loop['up'] is None
+                            else 'a task up %.1fs of the %.1fs that end the loop' % (loop['up'], loop['needed']))
+                        for loop in looping))))
 
     update_state = (service.get('UpdateStatus') or {}).get('State')
     if update_state in ('paused', 'rollback_paused'):
         findings.append(dict(kind='update_paused', detail=service['UpdateStatus'].get('Message', '')))
     return desired, running, findings
+
+
+def plan(findings, update_state, recent):
+    """Return (verdict, error) for a service: healthy, updating, failed (nothing to do) or redeploy."""
+    if not findings:
+        return 'healthy', None
+    kinds = [finding['kind'] for finding in findings]
+    if update_state in ROLLING_STATES:
+        # A rollout replaces tasks by itself, so missing or extra tasks are expected; failing
+        # tasks are not, and a forced update now would cut the rollout short.
+        if any(kind in FAILING_KINDS for kind in kinds):
+            return 'failed', ('its tasks keep failing while its %s is under way (%s); it is not redeployed '
+                              'in the middle of it' % ('rollback' if update_state == 'rollback_started'
+                                                       else 'rolling update',
+                                                       ', '.join(k for k in kinds if k in FAILING_KINDS)))
+        return 'updating', None
+    if kinds == ['over_replicated'] and findings[0]['told_to_stop'] == findings[0]['count']:
+        # A redeploy replaces the tasks Swarm wants; it cannot stop a container already told to.
+        return 'failed', ('%d tasks told to stop more than %ds ago are still running (%s); a redeploy does '
+                          'not stop them: the Docker engine on their node must (docker kill there, or '
+                          'restart that engine)' % (findings[0]['count'], recent, findings[0]['detail']))
+    return 'redeploy', None
+
+
+def hint_for(service, hints, hint_label):
+    value = (service['Spec'].get('Labels') or {}).get(hint_label)
+    if value is None or value not in hints:
+        return None
+    return str(hints[value]).replace('<name>', service['Spec']['Name'])
 
 
 def redeploy(client, service):
@@ -271,42 +453,71 @@ def redeploy(client, service):
     update_service_spec(client, service, spec)
 
 
+def engine_now(client):
+    """The engine's clock, which stamped the tasks; this host's clock if the engine's is unreadable."""
+    return (parse_timestamp(client.api.info().get('SystemTime'))
+            or datetime.datetime.now(datetime.timezone.utc))
+
+
 def heal(module, client):
     params = module.params
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = engine_now(client)
     ready = ready_node_ids(client)
     results = []
     for service in select_services(list_services(client), params['stack'], params['labels']):
         mode = service_mode(service['Spec'])[0]
         if mode not in ('replicated', 'global'):
             continue
+        tasks = service_tasks(client, service['ID'])
         desired, running, findings = inspect_health(
-            service, service_tasks(client, service['ID']), ready,
-            params['recent'], params['restart_threshold'], now)
+            service, tasks, ready, params['recent'], params['restart_threshold'], now)
         result = dict(name=service['Spec']['Name'], desired=desired, running_tasks=running,
                       findings=findings, action='none', result='healthy', seconds=0.0)
         results.append(result)
-        if not findings:
+        update_status_before = service.get('UpdateStatus')
+        verdict, error = plan(findings, (update_status_before or {}).get('State'), params['recent'])
+        if verdict == 'healthy':
             continue
-        # Swarm is already replacing tasks; a forced update now would cut that rollout short.
-        if (service.get('UpdateStatus') or {}).get('State') in ('updating', 'rollback_started'):
-            result['result'] = 'updating'
+        hint = hint_for(service, params['hints'], params['hint_label'])
+        if hint:
+            result['hint'] = hint
+        if verdict in ('updating', 'failed'):
+            result['result'] = verdict
+            if error:
+                result['error'] = error
             continue
         if module.check_mode:
             result.update(action='would_redeploy', result='unhealthy')
             continue
         result.update(action='redeploy', result='redeployed')
-        update_status_before = service.get('UpdateStatus')
+        kinds = dict((finding['kind'], finding) for finding in findings)
         try:
             redeploy(client, service)
             if params['wait']:
                 result['running_tasks'], result['seconds'] = wait_converged(
                     client, service['ID'], desired, params['timeout'],
-                    update_status_before=update_status_before, require_update_completed=True)
+                    update_status_before=update_status_before, require_update_completed=True,
+                    hold_seconds=kinds.get('restart_loop', {}).get('settle_seconds', 0),
+                    known_task_ids=set(task['ID'] for task in tasks),
+                    exact='over_replicated' in kinds)
                 result['result'] = 'healed'
         except (SwarmError, DockerException) as exc:
             result.update(result='failed', error=str(exc))
     return results
+
+
+def failure_message(results):
+    failed = [r for r in results if r['result'] == 'failed']
+    parts = []
+    redeployed = [r['name'] for r in failed if r['action'] == 'redeploy']
+    if redeployed:
+        parts.append('Still failing after a redeploy: %s.' % ', '.join(redeployed))
+    left = ['%s (%s)' % (r['name'], r['error']) for r in failed if r['action'] != 'redeploy']
+    if left:
+        parts.append('Failing, not redeployed: %s.' % '; '.join(left))
+    parts.extend('What to do about %s: %s.' % (r['name'], r['hint'].rstrip('.')) for r in failed if r.get('hint'))
+    parts.append('See services[].error and `docker service ps --no-trunc <service>`.')
+    return ' '.join(parts)
 
 
 def main():
@@ -315,6 +526,8 @@ def main():
         labels=dict(type='dict'),
         recent=dict(type='int', default=300),
         restart_threshold=dict(type='int', default=3),
+        hints=dict(type='dict', default={}),
+        hint_label=dict(type='str', default='boxoffice.component'),
     )
     argument_spec.update(COMMON_ARGUMENT_SPEC)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
@@ -323,6 +536,9 @@ def main():
     for option in ('recent', 'restart_threshold', 'timeout'):
         if module.params[option] < 0:
             module.fail_json(msg='%s must be 0 or more, got %d.' % (option, module.params[option]))
+    not_text = sorted(str(key) for key, value in module.params['hints'].items() if not isinstance(value, str))
+    if not_text:
+        module.fail_json(msg='hints must map label values to texts; not a text for: %s.' % ', '.join(not_text))
 
     try:
         results = heal(module, get_client(module.params['docker_host']))
@@ -337,8 +553,7 @@ def main():
         failed_services=failed,
     )
     if failed:
-        module.fail_json(msg='Still failing after a redeploy: %s. See services[].error and '
-                             '`docker service ps --no-trunc <service>`.' % ', '.join(failed), **outcome)
+        module.fail_json(msg=failure_message(results), **outcome)
     module.exit_json(**outcome)
 
 
