@@ -1,0 +1,11 @@
+#!/bin/sh
+# The node's boot: what systemd does on a real host. Once the docker_engine role has
+# configured the engine (daemon.json exists), every start of the node container starts
+# dockerd again, so a node that lost power rejoins its swarm by itself. The first boot leaves
+# the engine to the role. The paths are the docker_engine role's defaults.
+if [ -e /etc/docker/daemon.json ]; then
+  rm -f /run/dockerd.pid /run/docker.pid
+  start-stop-daemon --start --background --make-pidfile --pidfile /run/dockerd.pid \
+    --output /var/log/dockerd.log --exec /usr/sbin/dockerd
+fi
+exec sleep infinity
