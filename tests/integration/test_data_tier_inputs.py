@@ -73,9 +73,15 @@ def nothing_deployed(docker_client):
     ({'redis_sentinel_quorum': 4}, 'redis_sentinel_quorum (4) between 1 and the number of sentinels'),
     ({'redis_sentinel_servers': [PREFIX + 'nolabel-redis-0']},
      "No single Swarm node carries the placement label for ['%snolabel-redis-0']" % PREFIX),
+    ({'redis_sentinel_min_replicas_to_write': 3},
+     'redis_sentinel_min_replicas_to_write (3) a whole number from 0 to the number of replicas (2'),
+    ({'redis_sentinel_min_replicas_max_lag': 0}, 'redis_sentinel_min_replicas_max_lag (0) whole seconds >= 1'),
+    ({'redis_sentinel_sentinel_placement': 'spread'},
+     'value of redis_sentinel_sentinel_placement must be one of: beside_server, any, got: spread'),
 ], ids=['pg-label-on-no-node', 'initial-primary-unknown', 'bad-node-name', 'pool-too-big',
         'more-sync-standbys-than-standbys',
-        'no-image-ref', 'even-sentinels', 'quorum-too-big', 'redis-label-on-no-node'])
+        'no-image-ref', 'even-sentinels', 'quorum-too-big', 'redis-label-on-no-node',
+        'min-replicas-too-many', 'max-lag-zero', 'sentinel-placement-unknown'])
 def test_bad_input_fails_before_deploying(tmp_path, nothing_deployed, overrides, message):
     result = run_data(tmp_path, **overrides)
     assert result.returncode != 0
