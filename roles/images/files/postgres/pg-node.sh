@@ -169,7 +169,10 @@ make_clean() {
     "in archive recovery")
       log "data directory state '$state': replaying local WAL before the rewind"
       touch "$PGDATA/standby.signal"
-      pg_ctl -D "$PGDATA" -w -t 120 -l "$LOG_FIFO" -o "-c primary_conninfo='' -c hot_standby=on" start >&2 \
+      # The current timeline only: a newer timeline's history file, fetched while streaming,
+      # would make the start fail on a diverged standby.
+      pg_ctl -D "$PGDATA" -w -t 120 -l "$LOG_FIFO" \
+        -o "-c primary_conninfo='' -c recovery_target_timeline=current -c hot_standby=on" start >&2 \
         && stop_pg
       ;;
     *)
@@ -257,6 +260,7 @@ rejoin() {  # rejoin PRIMARY PRIMARY_TIMELINE
     start_standby_of "$primary" && return 0
   fi
   make_clean || true
+  checkpoint_on "$primary" "$primary_tl"
   log "rewinding to $primary (timeline $(own_timeline) -> $primary_tl)"
   if pg_rewind --target-pgdata="$PGDATA" --source-server="host=$primary port=5432 user=repmgr dbname=postgres" >&2; then
     point_config_outside_datadir
@@ -265,6 +269,19 @@ rejoin() {  # rejoin PRIMARY PRIMARY_TIMELINE
     log "pg_rewind failed"
   fi
   reclone_from "$primary"
+}
+
+# pg_rewind reads the source's timeline from its control file, which a promotion updates only
+# at the next checkpoint: until then it finds "the same timeline" and rewinds nothing.
+checkpoint_on() {  # checkpoint_on PRIMARY TIMELINE
+  local i
+  for i in 1 2 3 4 5; do
+    [ "$(sql_peer "$1" "SELECT timeline_id FROM pg_control_checkpoint()")" = "$2" ] && return 0
+    log "checkpoint on $1 so that its control file shows timeline $2"
+    sql_peer "$1" "CHECKPOINT" >/dev/null
+    sleep "$i"
+  done
+  log "the control file of $1 does not show timeline $2 yet; rewinding anyway"
 }
 
 wait_for_primary() {  # prints "<node> <timeline>"
