@@ -132,11 +132,25 @@ class ClusterEngine:
 
     name = 'cluster'
 
-    def __init__(self, outer=None, cluster='boxoffice', manager='node1'):
+    def __init__(self, outer=None, cluster='boxoffice', managers=('node1', 'node2', 'node3')):
         self.outer = outer or docker.from_env(timeout=60)
         self.cluster = cluster
-        self.manager = manager
+        self.managers = managers
+        self._manager = managers[0]
         self._hostnames = {}
+
+    @property
+    def manager(self):
+        """The first node whose engine answers as a Swarm manager (node1 may be the one killed)."""
+        for hostname in sorted(self.managers, key=lambda h: h != self._manager):
+            try:
+                code, _ = self.docker(hostname, 'info', '--format', '{{.Swarm.ControlAvailable}}')
+            except docker.errors.APIError:  # the node's container is not running
+                continue
+            if code == 0 and _.strip() == 'true':
+                self._manager = hostname
+                return hostname
+        raise RuntimeError('no Swarm manager answers among %s' % (self.managers,))
 
     def node_container(self, hostname):
         return '%s-%s' % (self.cluster, hostname)
