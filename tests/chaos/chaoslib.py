@@ -122,66 +122,91 @@ class LocalEngine:
         del task_node_id  # one engine
         self.client.api.remove_volume(volume, force=True)
 
+    def partition_task(self, task, network):
+        """Cut the task's container off an overlay network (a partition of that member)."""
+        self.client.api.disconnect_container_from_network(container_id(task), network)
+
+    def heal_task_partition(self, task, network):
+        self.client.api.connect_container_to_network(container_id(task), network)
+
 
 class ClusterEngine:
     """The docker-in-docker test cluster: node containers <cluster>-node1..N on the outer engine.
 
-    Swarm requests run `docker` inside the manager node container, container requests inside the
-    node that runs the task (the node's hostname is nodeN, its container <cluster>-nodeN).
+    Swarm requests run `docker` inside a manager node container, container requests inside the
+    node that runs the task (the node's hostname is nodeN, its container <cluster>-nodeN). Swarm
+    requests go to the manager that answered last, else to the next one: a manager whose node is
+    down or cut off, or that lost the Raft quorum, does not answer. Every command in a node is
+    bounded by `command_timeout` (a manager without quorum can hold a request).
     """
 
     name = 'cluster'
+    command_timeout = 20
+    # What a manager that cannot serve a Swarm request answers (any other failure is the answer).
+    MANAGER_LOST = re.compile(r'not a swarm manager|does not have a leader|context deadline exceeded|'
+                              r'Cannot connect to the Docker daemon|code = (Unavailable|DeadlineExceeded)')
 
     def __init__(self, outer=None, cluster='boxoffice', managers=('node1', 'node2', 'node3')):
         self.outer = outer or docker.from_env(timeout=60)
         self.cluster = cluster
+        self.network = '%s-testnet' % cluster
         self.managers = managers
         self._manager = managers[0]
         self._hostnames = {}
 
     @property
     def manager(self):
-        """The first node whose engine answers as a Swarm manager (node1 may be the one killed)."""
-        for hostname in sorted(self.managers, key=lambda h: h != self._manager):
-            try:
-                code, _ = self.docker(hostname, 'info', '--format', '{{.Swarm.ControlAvailable}}')
-            except docker.errors.APIError:  # the node's container is not running
-                continue
-            if code == 0 and _.strip() == 'true':
-                self._manager = hostname
-                return hostname
-        raise RuntimeError('no Swarm manager answers among %s' % (self.managers,))
+        """The manager that answers Swarm requests now."""
+        self.swarm('node', 'ls', '-q')
+        return self._manager
 
     def node_container(self, hostname):
         return '%s-%s' % (self.cluster, hostname)
 
     def docker(self, hostname, *args):
-        exec_id = self.outer.api.exec_create(self.node_container(hostname), ['docker'] + list(args))['Id']
+        """(exit code, output) of `docker ARGS` in the node; APIError when its container is down."""
+        exec_id = self.outer.api.exec_create(
+            self.node_container(hostname), ['timeout', str(self.command_timeout), 'docker'] + list(args))['Id']
         out = self.outer.api.exec_start(exec_id).decode(errors='replace')
         return self.outer.api.exec_inspect(exec_id)['ExitCode'], out
+
+    def swarm(self, *args):
+        """`docker ARGS` on a manager that can answer it: the last one that did, then the others."""
+        answer = (None, 'no manager among %s answers' % (self.managers,))
+        for hostname in sorted(self.managers, key=lambda h: h != self._manager):
+            try:
+                code, out = self.docker(hostname, *args)
+            except docker.errors.APIError as exc:  # the node's container is not running
+                answer = (None, str(exc))
+                continue
+            if code == 0 or (code != 124 and not self.MANAGER_LOST.search(out)):
+                self._manager = hostname
+                return code, out
+            answer = (code, out)
+        return answer
 
     def _inspect(self, kind, ids):
         if not ids:
             return []
-        code, out = self.docker(self.manager, kind, 'inspect', *ids)
+        code, out = self.swarm(kind, 'inspect', *ids)
         return json.loads(out) if code == 0 else []
 
     def services(self):
-        _, out = self.docker(self.manager, 'service', 'ls', '-q')
-        return self._inspect('service', out.split())
+        code, out = self.swarm('service', 'ls', '-q')
+        return self._inspect('service', out.split()) if code == 0 else []
 
     def tasks(self, service):
-        _, out = self.docker(self.manager, 'service', 'ps', '-q', '--no-trunc', service)
-        ids = out.split()
+        code, out = self.swarm('service', 'ps', '-q', '--no-trunc', service)
+        ids = out.split() if code == 0 else []
         if not ids:
             return []
-        code, out = self.docker(self.manager, 'inspect', '--type', 'task', *ids)
+        code, out = self.swarm('inspect', '--type', 'task', *ids)
         return json.loads(out) if code == 0 else []
 
     def nodes(self):
-        _, out = self.docker(self.manager, 'node', 'ls', '-q')
-        nodes = self._inspect('node', out.split())
-        self._hostnames = {n['ID']: n['Description']['Hostname'] for n in nodes}
+        code, out = self.swarm('node', 'ls', '-q')
+        nodes = self._inspect('node', out.split()) if code == 0 else []
+        self._hostnames.update({n['ID']: n['Description']['Hostname'] for n in nodes})
         return nodes
 
     def hostname(self, node_id):
@@ -201,22 +226,105 @@ class ClusterEngine:
             raise RuntimeError('docker kill failed: %s' % out)
 
     def scale(self, service, replicas):
-        self.docker(self.manager, 'service', 'scale', '--detach', '%s=%d' % (service, replicas))
+        self.swarm('service', 'scale', '--detach', '%s=%d' % (service, replicas))
 
     def remove_volume(self, task_node_id, volume):
         self.docker(self.hostname(task_node_id), 'volume', 'rm', '-f', volume)
+
+    def service_log(self, service, since):
+        """The service's log lines since the Unix time `since` (tasks on nodes that answer)."""
+        code, out = self.swarm('service', 'logs', '--no-trunc', '--since', str(int(since)), service)
+        return out.splitlines() if code == 0 else []
+
+    def address(self, hostname):
+        """The node's address on the test network, or None while it is not attached."""
+        try:
+            networks = self.outer.api.inspect_container(self.node_container(hostname))['NetworkSettings']['Networks']
+        except docker.errors.APIError:
+            return None
+        return (networks.get(self.network) or {}).get('IPAddress') or None
+
+    def edge_addresses(self, service='nginx'):
+        """Addresses of the nodes whose running task of `service` publishes the shop's ports."""
+        addresses = []
+        for task in self.tasks(service):
+            if task['DesiredState'] == 'running' and task['Status']['State'] == 'running':
+                try:
+                    address = self.address(self.hostname(task['NodeID']))
+                except KeyError:
+                    continue
+                if address:
+                    addresses.append(address)
+        return addresses
 
     # Whole-node faults act on the outer engine.
     def kill_node(self, hostname):
         self.outer.api.kill(self.node_container(hostname), signal='KILL')
 
+    def start_node(self, hostname):
+        self.outer.api.start(self.node_container(hostname))
+
     def partition_node(self, hostname, network=None):
-        self.outer.api.disconnect_container_from_network(
-            self.node_container(hostname), network or '%s-testnet' % self.cluster)
+        self.outer.api.disconnect_container_from_network(self.node_container(hostname), network or self.network)
 
     def heal_partition(self, hostname, network=None):
-        self.outer.api.connect_container_to_network(
-            self.node_container(hostname), network or '%s-testnet' % self.cluster)
+        self.outer.api.connect_container_to_network(self.node_container(hostname), network or self.network)
+
+
+class EdgeRouter:
+    """Where the shop's host name points now: the address of a node that runs nginx as Swarm
+    reports it, asked again at most every `refresh` seconds. It stands for what fronts a real
+    cluster (DNS failover, a load balancer's health checks, a floating address): buyers reach
+    nginx on its new node once Swarm runs it there."""
+
+    def __init__(self, engine, refresh=2.0):
+        self.engine = engine
+        self.refresh = refresh
+        self._address = None
+        self._asked = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self):
+        if now() - self._asked >= self.refresh and self._lock.acquire(blocking=self._address is None):
+            try:
+                if now() - self._asked >= self.refresh:
+                    addresses = self.engine.edge_addresses()
+                    if addresses and self._address not in addresses:
+                        self._address = addresses[0]
+                    self._asked = now()
+            finally:
+                self._lock.release()
+        if self._address is None:
+            raise requests.ConnectionError('no node runs nginx')
+        return self._address
+
+
+class EdgeAdapter(requests.adapters.HTTPAdapter):
+    """Sends every request to the address `edge()` gives, with the URL's host name as Host header,
+    TLS server name and the name the certificate must carry: sessions keep the shop's own URLs
+    and cookies, and nothing reaches whatever that name means on this machine."""
+
+    def __init__(self, edge, **kwargs):
+        self.edge = edge
+        super().__init__(**kwargs)
+
+    def send(self, request, **kwargs):  # pylint: disable=arguments-differ
+        url = urllib3.util.parse_url(request.url)
+        routed = request.copy()
+        routed.url = url._replace(host=self.edge()).url
+        routed.headers['Host'] = url.host if url.port is None else '%s:%d' % (url.host, url.port)
+        routed.edge_host = url.host
+        response = super().send(routed, **kwargs)
+        response.url, response.request = request.url, request
+        return response
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        edge_host = getattr(request, 'edge_host', None)
+        if edge_host and host_params['scheme'] == 'https':
+            pool_kwargs['server_hostname'] = edge_host
+            pool_kwargs['assert_hostname'] = edge_host
+        return host_params, pool_kwargs
 
 
 def container_id(task):
@@ -657,6 +765,23 @@ def kill_pg_standby(target):
     standbys = [m for m, s in states.items() if s and not s['primary']]
     assert standbys, 'no PostgreSQL standby to kill'
     return [dict(kill_task(target, random.choice(standbys)), role='standby')]
+
+
+def partition_pg_primary(network='boxoffice_db', outage=60.0):
+    """The primary's container cut off the database network for `outage` seconds: the standbys
+    promote one of them, the isolated primary cannot confirm a commit (no standby acknowledges),
+    and once reconnected it must stop taking writes and rejoin under the new primary."""
+    def fault(target):
+        primaries = pg_primaries(target)
+        assert len(primaries) == 1, 'expected one primary, found %s' % primaries
+        task = target.task(primaries[0])
+        target.engine.partition_task(task, network)
+        cut = {'service': primaries[0], 'container': container_id(task)[:12], 'role': 'primary',
+               'partitioned_s': outage}
+        time.sleep(outage)
+        target.engine.heal_task_partition(task, network)
+        return [cut]
+    return fault
 
 
 def kill_redis_master(target):

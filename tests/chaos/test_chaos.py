@@ -14,13 +14,14 @@ cluster and BOXOFFICE_CHAOS_CLUSTER=1. Settings: see README.md.
 """
 
 import os
+import re
 
 import pytest
 
 import chaoslib
 from chaoslib import (kill_pg_primary, kill_pg_standby, kill_promoted_primaries, kill_redis_master,
-                      kill_service)
-from conftest import deployed_service
+                      kill_service, partition_pg_primary)
+from conftest import deployed_service, run_playbook, wait_for
 
 RECOVERY_TIMEOUT = float(os.environ.get('BOXOFFICE_CHAOS_RECOVERY_TIMEOUT', '240'))
 # The CI case must stay within about 5 minutes even when it fails (warm-up, timeout, re-clone).
@@ -92,6 +93,7 @@ SLOW_CASES = [
     ('pretix-web task', kill_service('pretix-web')),
     ('pretix-worker', kill_service('pretix-worker')),
     ('nginx', kill_service('nginx')),
+    ('postgres primary partitioned 60s', partition_pg_primary()),
 ]
 
 
@@ -161,3 +163,47 @@ def partition_primary_node(target):
                          ids=['node-loss', 'partition'])
 def test_cluster_fault(cluster_shop, records, case, fault):
     run(cluster_shop, records, case, fault, restore=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# A member whose data cannot serve the cluster: the one case the data tier does not repair by
+# itself (another database system in a member's volume, e.g. a volume swapped or restored from
+# the wrong place: discarding it could discard the only copy of something). It must crash-loop
+# visibly, heal.yml must fail on every run naming the repair, and the repair must work.
+
+@pytest.mark.slow
+def test_member_on_foreign_data_is_reported_then_recloned(shop, docker_client):
+    target = shop[0]
+    waited, problems = chaoslib.wait_full_redundancy(target, 300)
+    assert waited is not None, problems
+    standby = sorted(m for m, s in chaoslib.pg_states(target).items() if s and not s['primary'])[0]
+    spec = docker_client.api.inspect_service(standby)['Spec']
+    image = spec['TaskTemplate']['ContainerSpec']['Image']
+    volume = [m['Source'] for m in spec['TaskTemplate']['ContainerSpec']['Mounts']][0]
+    target.engine.scale(standby, 0)
+    wait_for(lambda: not target.running_tasks(standby), timeout=120, message='%s to stop' % standby)
+    docker_client.containers.run(
+        image, user='root', remove=True, volumes={volume: {'bind': '/var/lib/postgresql/data'}},
+        entrypoint=['sh', '-c', 'rm -rf "$PGDATA" && setpriv --reuid=postgres --regid=postgres '
+                    '--init-groups initdb -D "$PGDATA" >/dev/null && touch "$PGDATA/standby.signal"'])
+    target.engine.scale(standby, 1)
+    wait_for(lambda: len([t for t in target.tasks(standby) if t['Status']['State'] == 'failed']) >= 2,
+             timeout=240, message='%s to fail on the foreign data' % standby)
+
+    hint = 'postgres_repmgr_reclone=%s' % standby
+    for run_number in (1, 2):
+        rc, output = run_playbook('heal.yml')
+        assert rc != 0 and hint in output, 'heal.yml run %d (rc %d) did not fail naming %s:\n%s' % (
+            run_number, rc, hint, output[-4000:])
+
+    repaired_at = chaoslib.now()
+    rc, output = run_playbook('playbooks/data.yml', '-e', hint)
+    assert rc == 0, output[-4000:]
+    recovery_s, problems = chaoslib.wait_full_redundancy(target, 300)
+    assert recovery_s is not None, problems
+    print('\nCHAOS foreign data in %s: heal.yml failed twice naming the repair; full redundancy '
+          '%.1fs after the re-clone was requested' % (standby, chaoslib.now() - repaired_at))
+    rc, output = run_playbook('playbooks/data.yml')
+    assert rc == 0 and re.search(r'changed=0\b', output), output[-4000:]
+    rc, output = run_playbook('heal.yml')
+    assert rc == 0, output[-4000:]

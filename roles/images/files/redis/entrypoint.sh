@@ -14,6 +14,7 @@
 #   REDIS_NAME           this service's name (also the announced hostname)
 #   REDIS_INITIAL_MASTER server that is master on first deployment
 #   REDIS_SENTINELS      space-separated sentinel service names
+#   REDIS_SERVERS        space-separated server service names
 #   REDIS_MASTER_NAME    Sentinel's name for the monitored group
 #   REDIS_QUORUM         sentinels that must agree the master is down (sentinel mode)
 #   REDIS_DOWN_AFTER_MS  / REDIS_FAILOVER_TIMEOUT_MS  sentinel timings
@@ -47,6 +48,19 @@ sentinel_master() {
   return 1
 }
 
+# The server that reports itself master with at least one replica attached: what the
+# servers themselves say, which outranks any sentinel's memory.
+observed_master() {
+  local server info
+  for server in ${REDIS_SERVERS:-}; do
+    info=$(timeout 3 redis-cli -h "$server" -p 6379 --no-auth-warning INFO replication 2>/dev/null | tr -d '\r') || true
+    if grep -qx 'role:master' <<<"$info" && ! grep -qx 'connected_slaves:0' <<<"$info"; then
+      echo "$server"; return 0
+    fi
+  done
+  return 1
+}
+
 umask 077
 if [ "$REDIS_MODE" = sentinel ]; then
   mkdir -p "$REDIS_SENTINEL_DIR"
@@ -54,10 +68,17 @@ if [ "$REDIS_MODE" = sentinel ]; then
   state=""
   master=$(awk -v name="$REDIS_MASTER_NAME" '$1 == "sentinel" && $2 == "monitor" && $3 == name { print $4 }' \
     "$conf" 2>/dev/null || true)
-  if [ -n "$master" ]; then
+  observed=$(observed_master) || observed=""
+  if [ -n "$master" ] && { [ -z "$observed" ] || [ "$observed" = "$master" ]; }; then
     echo "entrypoint: $REDIS_NAME resumes from its saved state, master is $master" >&2
     # Sentinel's own state; everything else below is regenerated from the environment.
     state=$(grep -E "^sentinel (myid|current-epoch|config-epoch|leader-epoch|known-replica|known-sentinel) " "$conf" || true)
+  elif [ -n "$observed" ]; then
+    # No state, or state naming a server that is not master: sentinels that start from
+    # different masters at the same epoch never agree, so all start from what the servers say.
+    echo "entrypoint: $REDIS_NAME saved master '${master:-none}', servers report master $observed" >&2
+    master=$observed
+    state=$(grep -E "^sentinel (myid|current-epoch) " "$conf" 2>/dev/null || true)
   else
     master=$(sentinel_master) || master=$REDIS_INITIAL_MASTER
     echo "entrypoint: $REDIS_NAME has no saved state, master is $master" >&2
