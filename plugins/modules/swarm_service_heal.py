@@ -91,9 +91,19 @@ options:
     default: {}
   hint_label:
     description:
-      - The service label whose value selects the text in O(hints).
+      - The service label whose value selects the text in O(hints) and O(stateful).
     type: str
     default: boxoffice.component
+  stateful:
+    description:
+      - Values of O(hint_label) of services whose tasks keep state that they recover on their own
+        (database members). Such a service is never redeployed while all its desired tasks run:
+        restarting a running member gains nothing and, for a primary, costs a failover. A restart
+        loop of one is reported as C(failed), with the hint, and not redeployed: the same spec on
+        the same data fails the same way.
+    type: list
+    elements: str
+    default: []
   wait:
     description:
       - Wait for every redeployed service to converge. Without it the result of a redeployed
@@ -439,6 +449,23 @@ def plan(findings, update_state, recent):
     return 'redeploy', None
 
 
+def is_stateful(service, params):
+    return (service['Spec'].get('Labels') or {}).get(params['hint_label']) in params['stateful']
+
+
+def stateful_verdict(findings, all_running):
+    """(verdict, error) for a stateful service: a restart loop fails the run with no redeploy
+    (the same spec on the same data fails the same way), a member that runs is left running,
+    and only a missing task that is not looping is redeployed."""
+    loops = [finding for finding in findings if finding['kind'] == 'restart_loop']
+    if loops:
+        return 'failed', ('it keeps restarting (%s); it is not redeployed: the same data would fail '
+                          'the same way' % loops[0]['detail'])
+    if all_running:
+        return 'healthy', None
+    return 'redeploy', None
+
+
 def hint_for(service, hints, hint_label):
     value = (service['Spec'].get('Labels') or {}).get(hint_label)
     if value is None or value not in hints:
@@ -478,6 +505,10 @@ def heal(module, client):
         verdict, error = plan(findings, (update_status_before or {}).get('State'), params['recent'])
         if verdict == 'healthy':
             continue
+        if verdict == 'redeploy' and is_stateful(service, params):
+            verdict, error = stateful_verdict(findings, running >= desired)
+            if verdict == 'healthy':
+                continue
         hint = hint_for(service, params['hints'], params['hint_label'])
         if hint:
             result['hint'] = hint
@@ -528,6 +559,7 @@ def main():
         restart_threshold=dict(type='int', default=3),
         hints=dict(type='dict', default={}),
         hint_label=dict(type='str', default='boxoffice.component'),
+        stateful=dict(type='list', elements='str', default=[]),
     )
     argument_spec.update(COMMON_ARGUMENT_SPEC)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

@@ -130,39 +130,104 @@ def cluster_shop():
     chaoslib.deactivate_item(target, token, item)
 
 
+def node_of(target, service):
+    task = target.task(service)
+    assert task, '%s has no running task' % service
+    return target.engine.hostname(task['NodeID'])
+
+
 def node_of_primary(target):
     primaries = chaoslib.pg_primaries(target)
     assert len(primaries) == 1, primaries
-    return target.engine.hostname(target.task(primaries[0])['NodeID'])
+    return node_of(target, primaries[0])
+
+
+def node_fault(target, node, role, partition=False):
+    """Power loss of the node (its container killed, started again after OUTAGE s), or with
+    partition=True its cable pulled (off the test network for OUTAGE s); what it ran is recorded."""
+    _, out = target.engine.swarm('node', 'ps', '--filter', 'desired-state=running', '--format', '{{.Name}}', node)
+    ran = sorted(set(line.rsplit('.', 1)[0] for line in out.split()))
+    fault = {'node': node, 'role': role, 'ran': ran, 'at': chaoslib.now(),
+             'pg_members': [s for s in ran if s in chaoslib.PG_NODES]}
+    if partition:
+        target.engine.partition_node(node)
+    else:
+        target.engine.kill_node(node)
+    chaoslib.time.sleep(OUTAGE)
+    if partition:
+        target.engine.heal_partition(node)
+    else:
+        target.engine.start_node(node)
+    return fault
 
 
 def lose_primary_node(target):
     """Power loss of the node running the PostgreSQL primary; power back after OUTAGE s."""
-    node = node_of_primary(target)
-    target.engine.kill_node(node)
-    killed = {'node': node, 'role': 'node of the primary', 'at': chaoslib.now()}
-    chaoslib.time.sleep(OUTAGE)
-    target.engine.outer.api.start(target.engine.node_container(node))
-    return [killed]
+    return [node_fault(target, node_of_primary(target), 'node of the primary')]
 
 
 def partition_primary_node(target):
     """The node running the PostgreSQL primary cut off the test network for OUTAGE s."""
-    node = node_of_primary(target)
-    target.engine.partition_node(node)
-    cut = {'node': node, 'role': 'partitioned node of the primary', 'at': chaoslib.now()}
-    chaoslib.time.sleep(OUTAGE)
-    target.engine.heal_partition(node)
-    return [cut]
+    return [node_fault(target, node_of_primary(target), 'partitioned node of the primary', partition=True)]
+
+
+def lose_node_without_primary(target):
+    """Power loss of a node running no PostgreSQL primary, and no Redis master when such a node
+    exists: what buyers see is then the web, pgpool and proxy tasks it ran."""
+    nodes = sorted(n['Description']['Hostname'] for n in target.engine.nodes())
+    primary_nodes = {node_of_primary(target)}
+    master = chaoslib.redis_master(target)
+    candidates = [n for n in nodes if n not in primary_nodes | {node_of(target, master) if master else None}]
+    candidates = candidates or [n for n in nodes if n not in primary_nodes]
+    return [node_fault(target, candidates[0], 'node without a primary')]
+
+
+def fully_redundant_between(target, faults):
+    """Wait for full redundancy after the first fault (or fail the case); the time is recorded."""
+    waited, problems = chaoslib.wait_full_redundancy(target, BETWEEN_TIMEOUT)
+    if waited is None:
+        raise AssertionError('not fully redundant %ss after the first fault: %s' % (BETWEEN_TIMEOUT, problems))
+    faults.append({'role': 'full redundancy between the faults',
+                   'after_s': round(chaoslib.now() - faults[0]['at'], 1)})
+
+
+def sigkill_primary_then_lose_its_successors_node(target):
+    faults = kill_pg_primary(target)
+    fully_redundant_between(target, faults)
+    return faults + lose_primary_node(target)
+
+
+def lose_primary_node_then_sigkill_its_successor(target):
+    faults = lose_primary_node(target)
+    fully_redundant_between(target, faults)
+    return faults + kill_pg_primary(target)
+
+
+CLUSTER_CASES = [
+    ('node loss (primary)', lose_primary_node),
+    ('partition (primary)', partition_primary_node),
+    ('node loss (no primary)', lose_node_without_primary),
+]
+# Two faults in a row, the second after full redundancy is back; the timeout covers both.
+BETWEEN_TIMEOUT = float(os.environ.get('BOXOFFICE_CHAOS_BETWEEN_TIMEOUT', '300'))
+CLUSTER_SEQUENCES = [
+    ('sigkill primary, node loss (new primary)', sigkill_primary_then_lose_its_successors_node),
+    ('node loss (primary), sigkill new primary', lose_primary_node_then_sigkill_its_successor),
+]
 
 
 @cluster_only
 @pytest.mark.slow
-@pytest.mark.parametrize('case,fault', [('node loss (primary)', lose_primary_node),
-                                        ('partition (primary)', partition_primary_node)],
-                         ids=['node-loss', 'partition'])
+@pytest.mark.parametrize('case,fault', CLUSTER_CASES, ids=['node-loss', 'partition', 'node-loss-no-primary'])
 def test_cluster_fault(cluster_shop, records, case, fault):
     run(cluster_shop, records, case, fault, restore=False)
+
+
+@cluster_only
+@pytest.mark.slow
+@pytest.mark.parametrize('case,fault', CLUSTER_SEQUENCES, ids=['sigkill-then-node-loss', 'node-loss-then-sigkill'])
+def test_cluster_fault_sequence(cluster_shop, records, case, fault):
+    run(cluster_shop, records, case, fault, restore=False, timeout=BETWEEN_TIMEOUT + OUTAGE + RECOVERY_TIMEOUT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,13 +262,13 @@ def test_member_on_foreign_data_is_reported_then_recloned(shop, docker_client):
             run_number, rc, hint, output[-4000:])
 
     repaired_at = chaoslib.now()
-    rc, output = run_playbook('playbooks/data.yml', '-e', hint)
+    rc, output = run_playbook('site.yml', '-e', hint)
     assert rc == 0, output[-4000:]
     recovery_s, problems = chaoslib.wait_full_redundancy(target, 300)
     assert recovery_s is not None, problems
     print('\nCHAOS foreign data in %s: heal.yml failed twice naming the repair; full redundancy '
           '%.1fs after the re-clone was requested' % (standby, chaoslib.now() - repaired_at))
-    rc, output = run_playbook('playbooks/data.yml')
+    rc, output = run_playbook('site.yml')
     assert rc == 0 and re.search(r'changed=0\b', output), output[-4000:]
     rc, output = run_playbook('heal.yml')
     assert rc == 0, output[-4000:]

@@ -232,7 +232,7 @@ reclone_from() {
   if [ -n "$theirs" ] && [ "$mine" != "$theirs" ]; then
     log "FATAL: this data belongs to database system $mine but primary $1 runs $theirs" \
         "(a cluster bootstrapped anew?); refusing to discard it. If $1 is the cluster to keep:" \
-        "ansible-playbook playbooks/data.yml -e postgres_repmgr_reclone=$PG_NODE_NAME"
+        "ansible-playbook site.yml -e postgres_repmgr_reclone=$PG_NODE_NAME"
     exit 1
   fi
   discard_and_clone "$1"

@@ -268,6 +268,20 @@ def test_hint_by_label_names_the_service():
     assert heal.hint_for(member, hints, 'other.label') is None
 
 
+def test_running_stateful_member_is_never_redeployed_for_past_failures():
+    params = {'hint_label': 'boxoffice.component', 'stateful': ['postgres']}
+    member = service(name='pg-0', labels={'boxoffice.component': 'postgres'})
+    assert heal.is_stateful(member, params)
+    assert not heal.is_stateful(service(labels={'boxoffice.component': 'pretix'}), params)
+    failed = [{'kind': 'failed_tasks', 'count': 2, 'detail': 'x'}]
+    assert heal.stateful_verdict(failed, True) == ('healthy', None)
+    assert heal.stateful_verdict(failed + [{'kind': 'under_replicated', 'detail': 'x'}], False) == ('redeploy', None)
+    looping = failed + [{'kind': 'restart_loop', 'count': 5, 'detail': '5 failures'}]
+    for all_running in (True, False):
+        verdict, error = heal.stateful_verdict(looping, all_running)
+        assert verdict == 'failed' and '5 failures' in error
+
+
 def test_failure_message_names_each_failing_service_and_what_to_do():
     results = [
         dict(name='a', action='redeploy', result='failed', error='did not converge'),
