@@ -24,7 +24,11 @@ ROUNDS=${BENCH_ROUNDS:-2}
 CPU_REPORTS=$(mktemp -d)
 SAVED=$(mktemp -d)
 
-members() { docker ps -q -f label=boxoffice.component=postgres; }
+members() {  # containers of the PostgreSQL members' services running on this machine
+  for service in $(docker service ls -f label=boxoffice.component=postgres --format '{{.Name}}'); do
+    docker ps -q -f "label=com.docker.swarm.service.name=$service"
+  done
+}
 [ -n "$(members)" ] || { echo "No PostgreSQL member runs on this machine: deploy the stack (site.yml) first." >&2; exit 2; }
 
 for c in $(members); do docker exec -u postgres "$c" cat /etc/boxoffice/runtime.conf >"$SAVED/$c"; done
@@ -56,14 +60,14 @@ ha_task=$(docker ps -q -f label=com.docker.swarm.service.name=pretix-web | head 
 TOKEN=$(bootstrap_event "$ha_task")
 echo "scenario $SCENARIO, offered $RATE purchases/min for ${DURATION}s per round, $ROUNDS rounds per mode, event $EVENT"
 results=$(mktemp)
-i=0
-while [ "$i" -lt "$ROUNDS" ]; do
-  i=$((i + 1))
+round=0
+while [ "$round" -lt "$ROUNDS" ]; do
+  round=$((round + 1))
   for mode in sync async; do
     set_mode "$mode"
     wait_quiet
-    set -- $(measure "$mode-$i" "${HA_URL:-https://localhost}" bench "$EVENT" "$TOKEN")
-    echo "round $i $mode: $1 purchases/min (success ratio $2, worst request p95 $3 ms)"
+    set -- $(measure "$mode-$round" "${HA_URL:-https://localhost}" bench "$EVENT" "$TOKEN")
+    echo "round $round $mode: $1 purchases/min (success ratio $2, worst request p95 $3 ms)"
     echo "$mode $1" >>"$results"
   done
 done
