@@ -122,6 +122,11 @@ class LocalEngine:
         del task_node_id  # one engine
         self.client.api.remove_volume(volume, force=True)
 
+    def service_log(self, service, since):
+        """The service's log lines since the Unix time `since`."""
+        return b''.join(self.client.api.service_logs(service, stdout=True, stderr=True, since=int(since))
+                        ).decode(errors='replace').splitlines()
+
     def partition_task(self, task, network):
         """Cut the task's container off an overlay network (a partition of that member)."""
         self.client.api.disconnect_container_from_network(container_id(task), network)
@@ -334,8 +339,9 @@ def container_id(task):
 class Target:
     """A deployed stack to break: its engine, the shop's URL and TLS CA, the demo event."""
 
-    def __init__(self, engine, base_url, ca=None, organizer='demo', event='concert'):
+    def __init__(self, engine, base_url, ca=None, organizer='demo', event='concert', edge=None):
         self.engine = engine
+        self.edge = edge
         self.name = engine.name
         self.base_url = base_url.rstrip('/')
         self.ca = ca if ca and os.path.exists(ca) else False
@@ -354,6 +360,10 @@ class Target:
         if not self.ca:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         s.headers['User-Agent'] = 'boxoffice-chaos'
+        if self.edge:  # the shop's name is not this machine's: route to the cluster's edge
+            adapter = EdgeAdapter(self.edge)
+            s.mount('https://', adapter)
+            s.mount('http://', adapter)
         if token:
             s.headers['Authorization'] = 'Token ' + token
         return s
@@ -393,12 +403,14 @@ def local_target(client=None):
 
 
 def cluster_target():
-    """The test cluster; BOXOFFICE_CHAOS_URL must reach its nginx (a node's address, same host name
-    as its pretix_url), BOXOFFICE_CHAOS_CA its certificate (~/.config/boxoffice/tls/testcluster)."""
+    """The test cluster. BOXOFFICE_CHAOS_URL is its pretix_url (default https://localhost); every
+    request goes to the node that runs nginx (EdgeRouter), never to that name on this machine.
+    BOXOFFICE_CHAOS_CA is its certificate (~/.config/boxoffice/tls/testcluster)."""
     base_url = os.environ.get('BOXOFFICE_CHAOS_URL', 'https://localhost')
     ca = os.path.expanduser(os.environ.get('BOXOFFICE_CHAOS_CA', '~/.config/boxoffice/tls/testcluster/cert.pem'))
-    return Target(ClusterEngine(cluster=os.environ.get('BOXOFFICE_CHAOS_CLUSTER_NAME', 'boxoffice')),
-                  base_url, ca=ca, organizer=e2e.EVENT_PATH.split('/')[0], event=e2e.EVENT_PATH.split('/')[1])
+    engine = ClusterEngine(cluster=os.environ.get('BOXOFFICE_CHAOS_CLUSTER_NAME', 'boxoffice'))
+    return Target(engine, base_url, ca=ca, organizer=e2e.EVENT_PATH.split('/')[0],
+                  event=e2e.EVENT_PATH.split('/')[1], edge=EdgeRouter(engine))
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,9 +471,17 @@ def sentinel_master(target, sentinel):
 
 
 def swarm_problems(target):
-    """Services (not other tests' bxtest-*) below their desired running replicas."""
-    problems = []
-    ready = set(n['ID'] for n in target.engine.nodes() if n['Status']['State'] == 'ready')
+    """Nodes not ready (or managers not reachable), and services (not other tests' bxtest-*) below
+    their desired running replicas."""
+    nodes = target.engine.nodes()
+    if not nodes:
+        return ['no Swarm manager answers']
+    ready = set(n['ID'] for n in nodes if n['Status']['State'] == 'ready')
+    problems = ['node %s %s' % (n['Description']['Hostname'], n['Status']['State'])
+                for n in nodes if n['ID'] not in ready]
+    problems.extend('manager %s %s' % (n['Description']['Hostname'], n['ManagerStatus'].get('Reachability'))
+                    for n in nodes if n['ID'] in ready and n.get('ManagerStatus')
+                    and n['ManagerStatus'].get('Reachability') != 'reachable')
     for service in target.engine.services():
         name = service['Spec']['Name']
         if name.startswith(TEST_PREFIX):
@@ -857,6 +877,20 @@ def longest_gap(times, start, end):
     return max(b - a for a, b in zip(points, points[1:])) if end > start else 0.0
 
 
+# pg-node.sh's log lines that say how a member came back: followed as it was, rewound, re-cloned.
+PG_REJOIN_LOG = re.compile(r'(pg-node\[[^]]+\]: .*(rewind|clon|diverged|following|fencing|former primary|'
+                           r'starting as primary|not streaming|could not rejoin).*)')
+
+
+def pg_rejoin_log(target, members, since):
+    """{member: pg-node.sh's lines since `since` on how it rejoined} for the PostgreSQL members."""
+    found = {}
+    for member in sorted(members):
+        lines = [m.group(1)[:200] for m in map(PG_REJOIN_LOG.search, target.engine.service_log(member, since)) if m]
+        found[member] = lines[-12:]
+    return found
+
+
 def run_case(target, token, item, case, fault, recovery_timeout=240.0, warmup_orders=5,
              warmup_timeout=120.0, tail=10.0, api_buyers=3, web_buyers=1, api_pacing=1.0,
              precondition_timeout=300.0):
@@ -880,6 +914,8 @@ def run_case(target, token, item, case, fault, recovery_timeout=240.0, warmup_or
     except Exception:
         buyers.stop()
         raise
+    # Times count from when the first fault struck, not from when its target was looked up.
+    fault_at = next((k['at'] for k in killed if 'at' in k), fault_at)
     recovery_s, problems = wait_full_redundancy(target, recovery_timeout - (now() - fault_at))
     if recovery_s is not None:
         recovery_s = now() - fault_at  # from the fault, not from the end of a multi-kill fault
@@ -896,6 +932,8 @@ def run_case(target, token, item, case, fault, recovery_timeout=240.0, warmup_or
     failed = [a for a in attempts if not a.ok]
     missing, in_pg = missing_orders(target, token, [a.code for a in confirmed])
     after_fault = [a.ended for a in confirmed if a.started >= fault_at]  # begun after it, not in flight
+    hit = set(k['service'] for k in killed if k.get('service') in PG_NODES)
+    hit.update(m for k in killed for m in k.get('pg_members', ()))
     record = {
         'case': case, 'target': target.name, 'started': utc(began), 'fault_at': utc(fault_at),
         'killed': [{k: v for k, v in kill.items() if k != 'at'} for kill in killed],
@@ -914,6 +952,7 @@ def run_case(target, token, item, case, fault, recovery_timeout=240.0, warmup_or
         'recovery_timeout_s': recovery_timeout,
         'unrecovered': problems,
         'buyers_stuck': stuck,
+        'pg_rejoin': pg_rejoin_log(target, hit, fault_at) if hit else {},
         'duration_s': round(stopped_at - began, 1),
     }
     return record
