@@ -97,10 +97,11 @@ options:
   stateful:
     description:
       - Values of O(hint_label) of services whose tasks keep state that they recover on their own
-        (database members). Such a service is never redeployed while all its desired tasks run:
-        restarting a running member gains nothing and, for a primary, costs a failover. A restart
-        loop of one is reported as C(failed), with the hint, and not redeployed: the same spec on
-        the same data fails the same way.
+        (database members).
+      - Such a service is never redeployed while all its desired tasks run, because restarting a
+        running member gains nothing and, for a primary, costs a failover.
+      - A restart loop of one is reported as C(failed), with the hint, and not redeployed, because
+        the same spec on the same data fails the same way.
     type: list
     elements: str
     default: []
