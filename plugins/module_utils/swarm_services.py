@@ -144,6 +144,16 @@ def task_error(task):
     return status.get('Err') or status.get('Message') or 'no error message'
 
 
+def newest_task_errors(tasks, name, count=3):
+    """The errors of the newest failed or rejected tasks, for a message an operator can act on."""
+    failed = sorted((task for task in tasks if (task.get('Status') or {}).get('State') in FAILED_STATES),
+                    key=lambda task: task.get('UpdatedAt') or '', reverse=True)[:count]
+    if not failed:
+        return 'Look at `docker service ps --no-trunc %s` for the task errors.' % name
+    return 'Newest task errors: %s.' % '; '.join(
+        'task %s %s: %s' % (task['ID'][:12], task['Status']['State'], task_error(task)) for task in failed)
+
+
 def update_service_spec(client, service, spec):
     """Write spec back as the whole new spec of service (nothing merged, nothing defaulted).
 
@@ -199,9 +209,10 @@ def wait_converged(client, service_id, replicas, timeout, update_status_before=N
         name = service['Spec']['Name']
         update_status = service.get('UpdateStatus')
         problem = update_status_problem(update_status, update_status_before)
-        if problem:
-            raise SwarmError('service %s did not converge: %s' % (name, problem))
         tasks = service_tasks(client, service_id)
+        if problem:
+            raise SwarmError('service %s did not converge: %s. %s'
+                             % (name, problem, newest_task_errors(tasks, name)))
         if known_task_ids is not None:
             failed = sorted('task %s %s: %s' % (task['ID'][:12], task['Status']['State'], task_error(task))
                             for task in tasks

@@ -67,6 +67,17 @@ options:
         so the module confirms the replicas are really running.
     type: bool
     default: true
+  rollout:
+    description:
+      - The services were just updated, for example by M(community.docker.docker_swarm_service),
+        which does not wait. Also wait until Swarm's rolling update has completed, and fail when
+        Swarm paused it or rolled it back, naming the errors of the tasks that failed.
+      - Without it, a rollback that happened before the module ran goes unnoticed: the old
+        tasks run, and they are counted.
+      - Use it only right after a change, because a rollback left over from an earlier run
+        fails it too.
+    type: bool
+    default: false
   timeout:
     description:
       - Seconds to wait for each service to converge before failing.
@@ -91,6 +102,19 @@ EXAMPLES = r'''
     name: pretix-web
     replicas: 10
     max_replicas: 30
+
+- name: Deploy a service, then wait until its rolling update completed, or fail on a rollback
+  community.docker.docker_swarm_service:
+    name: pgpool
+    image: registry.example.org/pgpool:4.3.5
+    replicas: 2
+  register: pgpool_deploy
+
+- name: Wait for the rollout
+  boxoffice.pretix.swarm_service_scale:
+    name: pgpool
+    replicas: 2
+    rollout: "{{ pgpool_deploy is changed }}"
 
 - name: Scale two services at once by full name, without waiting
   boxoffice.pretix.swarm_service_scale:
@@ -204,9 +228,12 @@ def scale(module, client, services, results):
     # Waiting after all updates lets the services converge in parallel instead of one by one.
     if module.params['wait'] and not module.check_mode:
         for service, result in zip(services, results):
+            # After a rollout every rollback counts, even one that finished before this module ran.
+            rollout = module.params['rollout']
             result['running_tasks'], result['seconds'] = wait_converged(
                 client, service['ID'], target, module.params['timeout'],
-                update_status_before=service.get('UpdateStatus'))
+                update_status_before=None if rollout else service.get('UpdateStatus'),
+                require_update_completed=rollout)
 
 
 def main():
@@ -216,6 +243,7 @@ def main():
         replicas=dict(type='int', required=True),
         min_replicas=dict(type='int', default=0),
         max_replicas=dict(type='int'),
+        rollout=dict(type='bool', default=False),
     )
     argument_spec.update(COMMON_ARGUMENT_SPEC)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

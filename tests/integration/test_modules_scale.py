@@ -145,6 +145,49 @@ def test_service_that_cannot_run_fails_with_timeout(docker_client, busybox_servi
     assert replicas_of(docker_client, service_id) == 2
 
 
+def redeploy(client, service_id, command, failure_action='rollback'):
+    """Change the service's command the way community.docker.docker_swarm_service does: no wait."""
+    service = client.api.inspect_service(service_id)
+    template = service['Spec']['TaskTemplate']
+    template['ContainerSpec']['Command'] = list(command)
+    client.api.update_service(
+        service_id, service['Version']['Index'], task_template=template, name=service['Spec']['Name'],
+        mode=service['Spec']['Mode'], endpoint_spec=service['Spec'].get('EndpointSpec'),
+        update_config={'Parallelism': 1, 'Monitor': 2 * 10 ** 9, 'FailureAction': failure_action})
+
+
+def test_rollout_waits_for_the_new_spec(docker_client, busybox_service):
+    service_id, name = busybox_service(replicas=2)
+    run_ansible_module(MODULE, {'name': name, 'replicas': 2})
+    redeploy(docker_client, service_id, ('sleep', '86401'))
+
+    result = run_ansible_module(MODULE, {'name': name, 'replicas': 2, 'rollout': True, 'timeout': 120})
+
+    assert result['rc'] == 0, result
+    assert result['changed'] is False
+    service = docker_client.api.inspect_service(service_id)
+    assert service['UpdateStatus']['State'] == 'completed'
+    running = [task for task in docker_client.api.tasks(filters={'service': service_id, 'desired-state': 'running'})
+               if task['Status']['State'] == 'running']
+    assert [task['Spec']['ContainerSpec']['Command'] for task in running] == [['sleep', '86401']] * 2
+
+
+def test_rollout_that_swarm_rolled_back_fails_with_the_task_errors(docker_client, busybox_service):
+    """Swarm rolls back a failing update and the old tasks run on: only rollout=true sees it."""
+    service_id, name = busybox_service(replicas=1)
+    run_ansible_module(MODULE, {'name': name, 'replicas': 1})
+    redeploy(docker_client, service_id, ('sh', '-c', 'exit 3'))
+
+    result = run_ansible_module(MODULE, {'name': name, 'replicas': 1, 'rollout': True, 'timeout': 120})
+
+    assert result['rc'] != 0, result
+    assert 'did not converge: update status is rollback' in result['msg'], result['msg']
+    assert 'Newest task errors: task ' in result['msg'] and 'non-zero exit (3)' in result['msg'], result['msg']
+    # Without rollout the rolled-back service counts as converged: its old task runs.
+    plain = run_ansible_module(MODULE, {'name': name, 'replicas': 1, 'timeout': 120})
+    assert plain['rc'] == 0, plain
+
+
 @pytest.mark.skipif(SYSTEM_PYTHON_HAS_DOCKER,
                     reason='%s can import docker, so it cannot show the missing-library error'
                     % SYSTEM_PYTHON)

@@ -67,3 +67,17 @@ def test_count_running_follows_the_cli_rule():
 ])
 def test_update_status_problem(status, before, fails):
     assert bool(ss.update_status_problem(status, before)) is fails
+
+
+def test_newest_task_errors_names_the_newest_failures_first():
+    tasks = [
+        {'ID': 'a' * 25, 'UpdatedAt': '2026-11-30T07:00:00Z', 'Status': {'State': 'rejected', 'Err': 'old error'}},
+        {'ID': 'b' * 25, 'UpdatedAt': '2026-11-30T07:10:00Z', 'Status': {'State': 'rejected', 'Err': 'no such image'}},
+        {'ID': 'c' * 25, 'UpdatedAt': '2026-11-30T07:11:00Z', 'Status': {'State': 'running'}},
+    ]
+    text = ss.newest_task_errors(tasks, 'pgpool', count=1)
+    assert text == 'Newest task errors: task bbbbbbbbbbbb rejected: no such image.'
+
+
+def test_newest_task_errors_without_failures_points_at_docker_service_ps():
+    assert 'docker service ps --no-trunc web' in ss.newest_task_errors([{'Status': {'State': 'running'}}], 'web')
