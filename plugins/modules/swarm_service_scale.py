@@ -72,8 +72,8 @@ options:
       - The services were just updated, for example by M(community.docker.docker_swarm_service),
         which does not wait. Also wait until Swarm's rolling update has completed, and fail when
         Swarm paused it or rolled it back, naming the errors of the tasks that failed.
-      - Without it, a rollback that happened before the module ran goes unnoticed: the old
-        tasks run, and they are counted.
+      - Without it, a rollback that happened before the module ran goes unnoticed, because the
+        old tasks run and are counted.
       - Use it only right after a change, because a rollback left over from an earlier run
         fails it too.
     type: bool
