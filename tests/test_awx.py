@@ -55,7 +55,29 @@ def test_job_templates_cover_the_operations():
     names = [t['name'] for t in TEMPLATES]
     assert len(names) == len(set(names))
     playbooks = [os.path.basename(t['playbook']) for t in TEMPLATES]
-    assert playbooks == ['site.yml', 'scale.yml', 'heal.yml', 'loadtest.yml', 'teardown.yml']
+    assert playbooks == ['site.yml', 'scale.yml', 'heal.yml', 'loadtest.yml', 'teardown.yml',
+                         'backup.yml', 'backup.yml', 'backup-check.yml', 'restore.yml']
+
+
+def test_backups_run_nightly_and_are_checked():
+    """A backup (full on Sunday, differential on the other days) every night, a check every hour."""
+    by_template = {t['name']: t for t in TEMPLATES}
+    nights = set()
+    for schedule in AWX_VARS['awx_schedules']:
+        template = by_template[schedule['job_template']]
+        if schedule['enabled'] and template['playbook'].endswith('backup.yml'):
+            rule = parse_rrule(schedule['rrule'])
+            start = datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc)
+            for fire in rule.between(start, start + datetime.timedelta(days=7)):
+                nights.add((fire.date(), template['extra_vars']['backup_type']))
+    assert len(nights) == 7 and len(set(day for day, _ in nights)) == 7
+    assert [kind for _, kind in nights].count('full') == 1
+    checks = [s for s in AWX_VARS['awx_schedules'] if s['enabled']
+              and by_template[s['job_template']]['playbook'].endswith('backup-check.yml')]
+    assert len(checks) == 1
+    rule = parse_rrule(checks[0]['rrule'])
+    first = rule.after(datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc))
+    assert (rule.after(first) - first).total_seconds() == 3600
 
 
 @pytest.mark.parametrize('template', TEMPLATES, ids=[t['name'] for t in TEMPLATES])

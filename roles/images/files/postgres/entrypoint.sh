@@ -14,6 +14,8 @@ done
 mkdir -p "$PGDATA" /run/postgresql
 chown postgres:postgres /var/lib/postgresql/data "$PGDATA" /run/postgresql
 chmod 0700 "$PGDATA"
+# The pgBackRest repository (a volume of its own, see roles/backup) when archiving is on.
+if [ -d /var/lib/pgbackrest ]; then chown postgres:postgres /var/lib/pgbackrest; fi
 
 # repmgr, pg_rewind and the clone authenticate as repmgr over TCP; .pgpass keeps the password
 # off command lines and out of repmgr.conf.

@@ -25,11 +25,20 @@
 #                       after n seconds without a streaming standby the primary commits alone
 #   PG_KEEP_DIVERGED    1 = keep the last discarded data directory aside, 0 = delete it
 #   PG_RECLONE_REQUEST  operator's token: a new value re-clones this member once
+#   PGBACKREST_STANZA   pgBackRest stanza; set = WAL archiving into the repository mounted at
+#                       /var/lib/pgbackrest (from whichever member is primary), empty = none
+#   PG_ARCHIVE_TIMEOUT  seconds after which a primary archives a partly filled WAL segment
+#                       (bounds what a loss of every member loses)
+#
+# A data directory restored by pgBackRest (restore.yml) carries recovery.signal: the member
+# replays the archive up to the restore target, promotes itself onto a new timeline and is the
+# primary the other members (emptied by restore.yml) are cloned from.
 set -euo pipefail
 
 : "${PG_NODE_ID:?}" "${PG_INITIAL_PRIMARY:?}"
 : "${PG_APP_DATABASE:=pretix}" "${PG_APP_USER:=pretix}"
 : "${PG_SYNC_STANDBYS:=1}" "${PG_SYNC_FALLBACK_SECS:=0}" "${PG_KEEP_DIVERGED:=1}"
+: "${PGBACKREST_STANZA:=}" "${PG_ARCHIVE_TIMEOUT:=60}"
 # shellcheck source=pg-common.sh
 . /usr/local/bin/pg-common.sh
 SECRETS_DIR=${PG_SECRETS_DIR:-/run/secrets}
@@ -91,8 +100,17 @@ sync_names() {
   echo "ANY $PG_SYNC_STANDBYS (${names%, })"
 }
 
+# archive_mode=on archives on the primary only; a promoted standby carries on into the same
+# repository from its promotion (with the new timeline's history file).
 write_runtime_conf() {  # write_runtime_conf SYNCHRONOUS_STANDBY_NAMES
-  echo "synchronous_standby_names = '$1'" >"$RUNTIME_CONF.new"
+  {
+    echo "synchronous_standby_names = '$1'"
+    if [ -n "$PGBACKREST_STANZA" ]; then
+      echo "archive_mode = on"
+      echo "archive_command = 'pgbackrest --stanza=$PGBACKREST_STANZA archive-push %p'"
+      echo "archive_timeout = ${PG_ARCHIVE_TIMEOUT}s"
+    fi
+  } >"$RUNTIME_CONF.new"
   mv "$RUNTIME_CONF.new" "$RUNTIME_CONF"
 }
 
@@ -153,9 +171,51 @@ SQL
 start_as_primary() {
   rm -f "$PGDATA/standby.signal"
   start_pg
+  serve_as_primary
+}
+
+serve_as_primary() {
   apply_roles
   wait_for_own_dns
   repmgr -f "$CONF" primary register --force >&2
+  ensure_stanza
+}
+
+# The stanza must exist before the first WAL segment is archived; creating it is a no-op when
+# it does. It fails (logged, not fatal: WAL stays in pg_wal) when the repository belongs to
+# another database system, e.g. a freshly deployed cluster that restore.yml is about to replace.
+ensure_stanza() {
+  [ -n "$PGBACKREST_STANZA" ] || return 0
+  pgbackrest --stanza="$PGBACKREST_STANZA" --log-level-console=warn stanza-create >&2 \
+    || log "pgbackrest stanza-create failed: WAL is not archived until the repository matches" \
+           "this database system (see roles/backup/README.md)"
+}
+
+# Restored data (recovery.signal, see the header): replay the archive up to the restore target,
+# whose recovery_target_action promotes; then serve as the primary of the rebuilt cluster.
+finish_restore() {
+  local found
+  if found=$(find_other_primary); then
+    log "FATAL: restored data directory, but ${found%% *} runs as primary: restore.yml stops" \
+        "every member and empties the others before a restored member starts"
+    exit 1
+  fi
+  log "restored data directory: replaying the archive up to the restore target"
+  rm -f "$PGDATA/standby.signal"
+  pg_ctl -D "$PGDATA" -w -t 3600 -l "$LOG_FIFO" start >&2
+  until [ "$(sql_local 'SELECT pg_is_in_recovery()')" = f ]; do
+    if ! pg_running; then
+      log "FATAL: PostgreSQL stopped while recovering the restored data (a restore target after" \
+          "the last archived WAL stops it: restore again with an earlier restore_target_time)"
+      exit 1
+    fi
+    sleep 1
+  done
+  # The restore's recovery settings end with the recovery; a later standby start must not
+  # inherit its target.
+  sed -i -e '/^recovery_target/d' "$PGDATA/postgresql.auto.conf"
+  log "recovery of the restored data complete, now primary: $(sql_local "$STATE_SQL")"
+  serve_as_primary
 }
 
 # pg_rewind needs a cleanly shut down target. A crashed primary runs crash recovery in
@@ -325,6 +385,11 @@ startup() {
     read -r primary _ <<<"$(wait_for_primary)"
     clone_from "$primary" || { log "the new clone does not stream"; exit 1; }
     [ -z "${PG_RECLONE_REQUEST:-}" ] || echo "$PG_RECLONE_REQUEST" >"$RECLONE_DONE"
+    return
+  fi
+
+  if [ -f "$PGDATA/recovery.signal" ] && [ ! -f "$PGDATA/standby.signal" ]; then
+    finish_restore
     return
   fi
 
