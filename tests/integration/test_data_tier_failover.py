@@ -136,6 +136,8 @@ def data_tier(docker_client, tmp_path_factory):
         'postgres_repmgr_network': NETWORK,
         'postgres_repmgr_volume_prefix': SECRET_PREFIX + 'pgdata_',
         'postgres_repmgr_image': images['postgres'],
+        # Test members never archive into the stack's backup repository.
+        'postgres_repmgr_backup_stanza': '',
         'pgpool_service_name': PGPOOL,
         'pgpool_backends': PG_NODES,
         'pgpool_network': NETWORK,

@@ -61,6 +61,8 @@ def tier(docker_client, tmp_path_factory):
         'postgres_repmgr_network': NETWORK,
         'postgres_repmgr_volume_prefix': SECRET_PREFIX + 'pgdata_',
         'postgres_repmgr_image': images['postgres'],
+        # Test members never archive into the stack's backup repository.
+        'postgres_repmgr_backup_stanza': '',
         'pgpool_service_name': PGPOOL,
         # A standby first: pgpool 4.3.5 segfaulted when its first backend was unreachable.
         'pgpool_backends': [PG_NODES[2], PG_NODES[0], PG_NODES[1]],
