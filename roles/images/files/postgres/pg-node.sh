@@ -184,11 +184,17 @@ serve_as_primary() {
 # The stanza must exist before the first WAL segment is archived; creating it is a no-op when
 # it does. It fails (logged, not fatal: WAL stays in pg_wal) when the repository belongs to
 # another database system, e.g. a freshly deployed cluster that restore.yml is about to replace.
+# A member promoted by repmgrd tries from its supervision loop, once a minute until it succeeds.
+stanza_ready=0 stanza_tried=-3600
 ensure_stanza() {
-  [ -n "$PGBACKREST_STANZA" ] || return 0
-  pgbackrest --stanza="$PGBACKREST_STANZA" --log-level-console=warn stanza-create >&2 \
-    || log "pgbackrest stanza-create failed: WAL is not archived until the repository matches" \
-           "this database system (see roles/backup/README.md)"
+  [ -n "$PGBACKREST_STANZA" ] && [ "$stanza_ready" = 0 ] || return 0
+  stanza_tried=$SECONDS
+  if pgbackrest --stanza="$PGBACKREST_STANZA" --log-level-console=warn stanza-create >&2; then
+    stanza_ready=1
+  else
+    log "pgbackrest stanza-create failed: WAL is not archived until the repository matches" \
+        "this database system (see roles/backup/README.md)"
+  fi
 }
 
 # Restored data (recovery.signal, see the header): replay the archive up to the restore target,
@@ -467,6 +473,7 @@ supervise_once() {
       fi
     fi
     sync_fallback
+    [ $(( SECONDS - stanza_tried )) -lt 60 ] || ensure_stanza
     return 0
   fi
   if [ "$(wal_receiver_status)" = streaming ]; then
