@@ -252,6 +252,16 @@ def run_ansible_module(module, args, check=False, diff=False, timeout=900, pytho
     return result
 
 
+def vault_env(tmp_path):
+    """Environment for ansible-playbook with a vault password of the test's own (made once in
+    tmp_path/vault-password), for secret stores under tmp_path."""
+    password = tmp_path / 'vault-password'
+    if not password.exists():
+        password.write_text(uuid.uuid4().hex + '\n')
+        password.chmod(0o600)
+    return dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_VAULT_PASSWORD_FILE=str(password))
+
+
 def run_playbook(*args, timeout=900):
     """Run ansible-playbook from the checkout (its ansible.cfg and default local inventory).
 

@@ -8,7 +8,8 @@ shared. Settings (environment variables):
                              host name of its [pretix] url, so 127.0.0.1 would get a 400)
   BOXOFFICE_E2E_EVENT        organiser/event path (default demo/concert)
   BOXOFFICE_SECRETS_DIR      vault files of the secrets role (default ~/.config/boxoffice/secrets/local)
-  BOXOFFICE_VAULT_PASSWORD   vault password file (default ~/.config/boxoffice/vault-password)
+  BOXOFFICE_VAULT_PASSWORD   vault password file (default $ANSIBLE_VAULT_PASSWORD_FILE, else
+                             ~/.config/boxoffice/vault-password)
   BOXOFFICE_E2E_DB_HOST      PostgreSQL endpoint on boxoffice_db (default pgpool)
   BOXOFFICE_E2E_PSQL_SERVICE Swarm service whose image provides psql (default pg-0)
   BOXOFFICE_E2E_DB_SECRET    secrets-role name of pretix's database password (default pg_pretix_password)
@@ -32,7 +33,8 @@ import urllib3
 BASE_URL = os.environ.get('BOXOFFICE_E2E_URL', 'https://localhost').rstrip('/')
 EVENT_PATH = os.environ.get('BOXOFFICE_E2E_EVENT', 'demo/concert').strip('/')
 SECRETS_DIR = os.path.expanduser(os.environ.get('BOXOFFICE_SECRETS_DIR', '~/.config/boxoffice/secrets/local'))
-VAULT_PASSWORD_FILE = os.path.expanduser(os.environ.get('BOXOFFICE_VAULT_PASSWORD', '~/.config/boxoffice/vault-password'))
+VAULT_PASSWORD_FILE = os.path.expanduser(os.environ.get(
+    'BOXOFFICE_VAULT_PASSWORD', os.environ.get('ANSIBLE_VAULT_PASSWORD_FILE', '~/.config/boxoffice/vault-password')))
 DB_HOST = os.environ.get('BOXOFFICE_E2E_DB_HOST', 'pgpool')
 PSQL_SERVICE = os.environ.get('BOXOFFICE_E2E_PSQL_SERVICE', 'pg-0')
 DB_SECRET = os.environ.get('BOXOFFICE_E2E_DB_SECRET', 'pg_pretix_password')

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, vault_env
 
 ANSIBLE_PLAYBOOK = os.path.join(REPO_ROOT, '.venv', 'bin', 'ansible-playbook')
 
@@ -34,7 +34,8 @@ def run_app(tmp_path, extra):
             'playbooks/app.yml']
     for key, value in extra_vars.items():
         args += ['-e', '%s=%s' % (key, value)]
-    proc = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                          env=vault_env(tmp_path))
     return prefix, proc
 
 
@@ -53,7 +54,7 @@ def docker_names(kind, prefix):
     ({'pretix_worker_max_memory_per_child': 'lots'}, 'pretix_worker_max_memory_per_child must be a size'),
     ({'nginx_tls_cert_file': '/nonexistent/cert.pem', 'nginx_tls_key_file': '/nonexistent/key.pem'},
      'TLS file /nonexistent/cert.pem does not exist'),
-    ({'nginx_tls_cert_file': '/etc/hostname'}, 'Set both nginx_tls_cert_file and nginx_tls_key_file'),
+    ({'nginx_tls_cert_file': '/etc/hostname'}, 'Give the certificate and its key together'),
 ], ids=['url-scheme', 'url-trailing-slash', 'url-no-scheme', 'zero-web-replicas',
         'worker-memory-above-limit', 'worker-memory-not-a-size', 'missing-certificate',
         'cert-without-key'])

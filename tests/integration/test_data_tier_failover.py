@@ -26,7 +26,7 @@ import time
 import docker
 import pytest
 
-from conftest import REPO_ROOT, TEST_PREFIX, debian_base_image, wait_for
+from conftest import REPO_ROOT, TEST_PREFIX, debian_base_image, vault_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -69,7 +69,7 @@ def run_playbook(extra_vars, tmp_path, check=True):
         [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'),
          os.path.join('playbooks', 'data.yml'), '-e', '@%s' % vars_file],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, check=False,
-        env=dict(os.environ, ANSIBLE_NOCOLOR='1'))
+        env=vault_env(tmp_path))
     if check:
         assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     return proc
@@ -130,7 +130,7 @@ def data_tier(docker_client, tmp_path_factory):
                 for name in (NETWORK, CACHE_NETWORK)]
     extra_vars = {
         'secrets_dir': str(tmp_path / 'secrets'),
-        'secrets_vault_password_file': str(tmp_path / 'vault-password'),
+        'secrets_generate': True,
         'secrets_docker_prefix': SECRET_PREFIX,
         'postgres_repmgr_nodes': PG_NODES,
         'postgres_repmgr_network': NETWORK,

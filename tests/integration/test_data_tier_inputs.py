@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT, TEST_PREFIX
+from conftest import REPO_ROOT, TEST_PREFIX, vault_env
 
 PREFIX = TEST_PREFIX + 'dtin-'
 SECRET_PREFIX = PREFIX.replace('-', '_')
@@ -31,16 +31,14 @@ BASE_VARS = {
 
 
 def run_data(tmp_path, **overrides):
-    extra = dict(BASE_VARS, secrets_dir=str(tmp_path / 'secrets'),
-                 secrets_vault_password_file=str(tmp_path / 'vault-password'), **overrides)
+    extra = dict(BASE_VARS, secrets_dir=str(tmp_path / 'secrets'), secrets_generate=True, **overrides)
     extra = {key: value for key, value in extra.items() if value is not None}
     vars_file = tmp_path / 'vars.json'
     vars_file.write_text(json.dumps(extra))
     return subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), 'ansible-playbook'),
          os.path.join('playbooks', 'data.yml'), '-e', '@%s' % vars_file],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, ANSIBLE_NOCOLOR='1'))
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=vault_env(tmp_path))
 
 
 @pytest.fixture

@@ -55,7 +55,7 @@ def tier(docker_client, tmp_path_factory):
                 for name in (NETWORK, CACHE_NETWORK)]
     extra_vars = {
         'secrets_dir': str(tmp_path / 'secrets'),
-        'secrets_vault_password_file': str(tmp_path / 'vault-password'),
+        'secrets_generate': True,
         'secrets_docker_prefix': SECRET_PREFIX,
         'postgres_repmgr_nodes': PG_NODES,
         'postgres_repmgr_network': NETWORK,

@@ -1,5 +1,5 @@
-"""The secrets role against the real Swarm: generation, vault storage, Docker secrets, rotation,
-no value in the output, clear error for an unreadable value."""
+"""The secrets role against the real Swarm: generation only when asked, vault storage, Docker
+secrets, rotation only when asked, no value in the output, clear error for an unreadable value."""
 
 import os
 import subprocess
@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from conftest import REPO_ROOT, TEST_PREFIX
+from conftest import REPO_ROOT, TEST_PREFIX, vault_env
 
 BIN = os.path.dirname(sys.executable)
 PLAY = '''
@@ -34,10 +34,9 @@ def secrets_env(tmp_path, docker_client):
         cmd = [os.path.join(BIN, 'ansible-playbook'), str(play), '-v',
                '-e', '{"secrets_names": %s}' % list(names).__repr__().replace("'", '"'),
                '-e', 'secrets_dir=%s' % (tmp_path / 'secrets'),
-               '-e', 'secrets_vault_password_file=%s' % (tmp_path / 'vault' / 'pw'),
                '-e', 'secrets_docker_prefix=%s' % prefix] + list(extra)
         return subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-                              env=dict(os.environ, ANSIBLE_NOCOLOR='1'))
+                              env=vault_env(tmp_path))
     yield run, tmp_path, prefix
     for secret in docker_client.secrets.list():
         if secret.name.startswith(prefix):
@@ -46,7 +45,7 @@ def secrets_env(tmp_path, docker_client):
 
 def vault(tmp_path, *args, stdin=None):
     return subprocess.run([os.path.join(BIN, 'ansible-vault')] + list(args) +
-                          ['--vault-password-file', str(tmp_path / 'vault' / 'pw')],
+                          ['--vault-password-file', str(tmp_path / 'vault-password')],
                           input=stdin, capture_output=True, text=True)
 
 
@@ -56,13 +55,16 @@ def changed(output):
 
 def test_generate_publish_idempotent_and_never_logged(secrets_env, docker_client):
     run, tmp_path, prefix = secrets_env
-    first = run()
+    missing = run()
+    assert missing.returncode != 0 and 'secrets_generate=true' in missing.stdout
+    assert not [s for s in docker_client.secrets.list() if s.name.startswith(prefix)]
+    first = run('-e', 'secrets_generate=true')
     assert first.returncode == 0, first.stdout[-3000:]
-    assert oct((tmp_path / 'vault' / 'pw').stat().st_mode & 0o777) == '0o600'
     values = {}
     for name in ('alpha', 'beta'):
         text = (tmp_path / 'secrets' / ('%s.vault' % name)).read_text()
         assert text.startswith('$ANSIBLE_VAULT;')
+        assert oct((tmp_path / 'secrets' / ('%s.vault' % name)).stat().st_mode & 0o777) == '0o600'
         values[name] = vault(tmp_path, 'decrypt', '--output', '-',
                              str(tmp_path / 'secrets' / ('%s.vault' % name))).stdout
         assert len(values[name]) == 32 and values[name].isalnum()
@@ -77,11 +79,13 @@ def test_generate_publish_idempotent_and_never_logged(secrets_env, docker_client
 
 def test_rotated_value_gets_a_new_secret_version(secrets_env, docker_client):
     run, tmp_path, prefix = secrets_env
-    assert run(names=('alpha',)).returncode == 0
+    assert run('-e', 'secrets_generate=true', names=('alpha',)).returncode == 0
     path = tmp_path / 'secrets' / 'alpha.vault'
     path.unlink()
     assert vault(tmp_path, 'encrypt', '--output', str(path), stdin='rotated-value-0123456789').returncode == 0
-    rotated = run(names=('alpha',))
+    refused = run(names=('alpha',))
+    assert refused.returncode != 0 and 'secrets_rotate=true' in refused.stdout
+    rotated = run('-e', 'secrets_rotate=true', names=('alpha',))
     assert rotated.returncode == 0, rotated.stdout[-3000:]
     names = sorted(s.name for s in docker_client.secrets.list() if s.name.startswith(prefix))
     assert names == [prefix + 'alpha_v1', prefix + 'alpha_v2']
@@ -90,12 +94,9 @@ def test_rotated_value_gets_a_new_secret_version(secrets_env, docker_client):
 
 def test_unreadable_secret_is_a_clear_error_before_publishing(secrets_env, docker_client):
     run, tmp_path, prefix = secrets_env
-    (tmp_path / 'vault').mkdir()
-    (tmp_path / 'vault' / 'pw').write_text('the-right-password\n')
-    (tmp_path / 'vault' / 'pw').chmod(0o600)
     (tmp_path / 'secrets').mkdir()
     (tmp_path / 'secrets' / 'alpha.vault').write_text('$ANSIBLE_VAULT;1.1;AES256\nnot-really-encrypted\n')
     result = run(names=('alpha',))
     assert result.returncode != 0
-    assert "Secrets ['alpha'] could not be read" in result.stdout
+    assert 'Cannot read %s' % (tmp_path / 'secrets' / 'alpha.vault') in result.stdout
     assert not [s for s in docker_client.secrets.list() if s.name.startswith(prefix)]
