@@ -17,9 +17,11 @@ description:
     Docker host the module runs against (found through the Docker SDK by the Swarm service label),
     so it uses pretix's own models, configuration and database connection.
   - Sets the password of O(admin_email) (pretix creates C(admin@localhost) with password C(admin)
-    on its first migration) to O(admin_password).
+    on its first migration) to O(admin_password) when the account is created or still has that
+    initial password, so a password changed in the control panel is kept (see O(update_password)).
   - When O(organizer) is given, makes sure the organiser, a team with every permission that the
-    admin belongs to, and optionally an API token with the value O(api_token) exist; when O(event)
+    admin belongs to, and optionally one API token named O(api_token_name) with the value
+    O(api_token) exist; when O(event)
     is given as well, makes sure the event exists, is live, accepts the manual payment method,
     asks for attendee names, and sells O(product) from a quota of O(quota_size).
   - Everything is compared first and only written when different, so a second run reports
@@ -50,6 +52,13 @@ options:
     description: Password the administrator must have. Never logged.
     type: str
     required: true
+  update_password:
+    description:
+      - V(on_create) sets O(admin_password) only when the account is created or still has pretix's
+        initial password C(admin); V(always) also replaces a password changed in the control panel.
+    type: str
+    choices: [always, on_create]
+    default: on_create
   organizer:
     description: Organiser to create; omit to only set the admin password.
     type: dict
@@ -100,11 +109,14 @@ options:
     default: 10000
   api_token:
     description:
-      - Value of an API token for the organiser's team (for example generated and kept by the
-        boxoffice.pretix.secrets role). Created when no token of the team has this value. Never logged.
+      - Value of the API token named O(api_token_name) of the organiser's team (for example kept by
+        the boxoffice.pretix.secrets role). Never logged.
+      - The token is found by its name. It is created when the team has none of that name, and its
+        value is set to O(api_token) when it differs, so there is one token per name and never a
+        new one per run. More than one active token of that name is reported as a warning.
     type: str
   api_token_name:
-    description: Name of the API token.
+    description: Name of the API token; use one name per purpose.
     type: str
     default: boxoffice
   update_check:
@@ -116,7 +128,7 @@ options:
 EXAMPLES = r'''
 - name: Replace the default admin password and create the demo shop
   boxoffice.pretix.pretix_bootstrap:
-    admin_password: "{{ lookup('ansible.builtin.unvault', secrets_dir ~ '/pretix_admin_password.vault') }}"
+    admin_password: "{{ secrets_values.pretix_admin_password }}"
     organizer:
       slug: demo
       name: Demo organiser
@@ -127,7 +139,8 @@ EXAMPLES = r'''
       name: Admission
       price: "25.00"
     quota_size: 10000
-    api_token: "{{ lookup('ansible.builtin.unvault', secrets_dir ~ '/pretix_api_token.vault') }}"
+    api_token: "{{ secrets_values.pretix_api_token }}"
+    api_token_name: boxoffice
 '''
 
 RETURN = r'''
@@ -142,6 +155,11 @@ container:
   returned: always
   type: str
   sample: pretix-web.1.kq4s9bz0mv2tq6d0l3qzj8x0m
+api_tokens_named:
+  description: Active API tokens of the team named O(api_token_name) afterwards (1 unless duplicates were made earlier).
+  returned: when O(api_token) is given
+  type: int
+  sample: 1
 event_url:
   description: Public path of the event's shop, relative to pretix's URL.
   returned: when O(event) is given
@@ -205,7 +223,8 @@ with scopes_disabled(), transaction.atomic():
     if user is None:
         user = User.objects.create_user(p["admin_email"], p["admin_password"], is_staff=True)
         changes.append("admin %s created" % p["admin_email"])
-    elif not user.check_password(p["admin_password"]):
+    elif (p["update_password"] == "always" or user.check_password("admin")) \
+            and not user.check_password(p["admin_password"]):
         user.set_password(p["admin_password"])
         user.save()
         changes.append("admin password")
@@ -232,9 +251,15 @@ with scopes_disabled(), transaction.atomic():
             changes.append("team member %s" % user.email)
 
         if p.get("api_token"):
-            if not TeamAPIToken.objects.filter(team=team, token=p["api_token"]).exists():
-                TeamAPIToken.objects.create(team=team, name=p["api_token_name"], token=p["api_token"])
+            named = list(TeamAPIToken.objects.filter(team=team, name=p["api_token_name"], active=True)
+                         .order_by("pk"))
+            if not named:
+                named.append(TeamAPIToken.objects.create(team=team, name=p["api_token_name"],
+                                                         token=p["api_token"]))
                 changes.append("api token %s" % p["api_token_name"])
+            elif not any(t.token == p["api_token"] for t in named):
+                ensure_attrs(named[0], "api token %s" % p["api_token_name"], token=p["api_token"])
+            result["api_tokens_named"] = len(named)
 
         ev_p = p.get("event")
         if ev_p:
@@ -327,6 +352,7 @@ def main():
             timeout=dict(type='int', default=300),
             admin_email=dict(type='str', default='admin@localhost'),
             admin_password=dict(type='str', required=True, no_log=True),
+            update_password=dict(type='str', default='on_create', choices=['always', 'on_create']),
             organizer=dict(type='dict', options=dict(
                 slug=dict(type='str', required=True),
                 name=dict(type='str', required=True),
@@ -362,6 +388,7 @@ def main():
 
     params = dict(
         admin_email=p['admin_email'], admin_password=p['admin_password'],
+        update_password=p['update_password'],
         organizer=p['organizer'], event=p['event'], product=p['product'],
         quota_size=p['quota_size'], api_token=p['api_token'], api_token_name=p['api_token_name'],
         update_check=p['update_check'],
@@ -381,6 +408,10 @@ def main():
         module.fail_json(msg='The bootstrap snippet failed in container %s (exit code %s).'
                          % (container.name, exit_code), output=text[-4000:])
     result = json.loads(lines[-1][len(RESULT_MARKER):])
+    if result.get('api_tokens_named', 1) > 1:
+        module.warn('The team of organiser %s has %d active API tokens named %s; the others than the '
+                    'one with the stored value are left alone: deactivate them in the control panel.'
+                    % (p['organizer']['slug'], result['api_tokens_named'], p['api_token_name']))
     module.exit_json(changed=bool(result['changes']), container=container.name, **result)
 
 

@@ -75,3 +75,22 @@ def test_bootstrap_rejects_event_without_organizer():
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert 'organizer' in proc.stdout
+
+
+def test_api_token_is_found_by_name_and_the_admin_password_kept():
+    """A later run with another token value updates the one token of that name instead of adding
+    one; another admin password is not applied over the deployed one (update_password on_create)."""
+    slug = 'bxtest-%s' % uuid.uuid4().hex[:8]
+    first_token = uuid.uuid4().hex + uuid.uuid4().hex[:16]
+    second_token = uuid.uuid4().hex + uuid.uuid4().hex[:16]
+    args = {'admin_password': read_vault('pretix_admin_password'),
+            'organizer': {'slug': slug, 'name': 'Test organiser'},
+            'api_token': first_token, 'api_token_name': 'bxtest'}
+    assert bootstrap(args)['api_tokens_named'] == 1
+    again = bootstrap(dict(args, api_token=second_token))
+    assert again['changes'] == ['api token bxtest: token'] and again['api_tokens_named'] == 1
+    assert api('organizers/%s/' % slug, second_token).status_code == 200
+    assert api('organizers/%s/' % slug, first_token).status_code in (401, 403)
+
+    kept = bootstrap(dict(args, api_token=second_token, admin_password='not-the-deployed-one'))
+    assert kept['changed'] is False, kept['changes']
