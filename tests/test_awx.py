@@ -56,7 +56,7 @@ def test_job_templates_cover_the_operations():
     assert len(names) == len(set(names))
     playbooks = [os.path.basename(t['playbook']) for t in TEMPLATES]
     assert playbooks == ['site.yml', 'scale.yml', 'heal.yml', 'loadtest.yml', 'teardown.yml',
-                         'backup.yml', 'backup.yml', 'backup-check.yml', 'restore.yml']
+                         'backup.yml', 'backup.yml', 'backup_check.yml', 'restore.yml']
 
 
 def test_backups_run_nightly_and_are_checked():
@@ -73,7 +73,7 @@ def test_backups_run_nightly_and_are_checked():
     assert len(nights) == 7 and len(set(day for day, _ in nights)) == 7
     assert [kind for _, kind in nights].count('full') == 1
     checks = [s for s in AWX_VARS['awx_schedules'] if s['enabled']
-              and by_template[s['job_template']]['playbook'].endswith('backup-check.yml')]
+              and by_template[s['job_template']]['playbook'].endswith('backup_check.yml')]
     assert len(checks) == 1
     rule = parse_rrule(checks[0]['rrule'])
     first = rule.after(datetime.datetime(2026, 6, 1, tzinfo=datetime.timezone.utc))

@@ -4,7 +4,7 @@ Used by test_chaos.py; nothing here is a test. Everything runs against a real de
 
 - A *target* is where the stack runs. `local_target()` is the stack site.yml deployed on this
   machine (one engine, reached through the Docker SDK). `cluster_target()` is the 3-node
-  docker-in-docker test cluster (playbooks/test-cluster.yml): Swarm requests go to the manager's
+  docker-in-docker test cluster (playbooks/test_cluster.yml): Swarm requests go to the manager's
   engine inside boxoffice-node1, container requests to the engine of the node that runs the task
   (`docker exec boxoffice-nodeN docker ...` through the outer engine, since the node engines listen
   only on their own socket); whole-node faults act on the outer engine (kill, network disconnect).

@@ -112,7 +112,7 @@ def test_sigkill_promoted_primary_three_times(shop, records):
 
 
 # ---------------------------------------------------------------------------------------------
-# The 3-node docker-in-docker test cluster (playbooks/test-cluster.yml, then site.yml with
+# The 3-node docker-in-docker test cluster (playbooks/test_cluster.yml, then site.yml with
 # inventories/testcluster). Whole-node faults: a node's container killed (power loss) and started
 # again after OUTAGE seconds, or disconnected from the test network (partition) and reconnected.
 

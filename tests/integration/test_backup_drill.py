@@ -132,7 +132,7 @@ def test_failover_during_archiving_then_a_backup_restores(shop):
     finally:
         buyers.stop()
     after, _ = place_order(target, token, item)
-    rc, out = run_playbook('playbooks/backup-check.yml', timeout=300)
+    rc, out = run_playbook('playbooks/backup_check.yml', timeout=300)
     assert rc == 0, out[-3000:]
     label, _ = backup()
     last, _ = place_order(target, token, item)

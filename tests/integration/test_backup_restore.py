@@ -3,7 +3,7 @@
 In CI (cheap, nothing restored): every refusal of restore.yml (no confirmation, an empty
 repository, a restore point before the oldest backup, a point in the future) and of teardown.yml
 (data deletion without a recent backup) changes nothing in the running stack; backup.yml takes a
-backup and backup-check.yml passes on it and fails on a stanza without backups.
+backup and backup_check.yml passes on it and fails on a stanza without backups.
 
 Slow (`-m slow`): orders around a backup, a restore to the latest state (every order) and a
 point-in-time restore between two orders (the first kept, the second gone), each followed by
@@ -181,13 +181,13 @@ def test_restore_point_before_the_oldest_backup_changes_nothing(shop, first_back
 
 
 def test_backup_check_passes_after_a_backup(first_backup):
-    rc, out = run_playbook('playbooks/backup-check.yml', timeout=300)
+    rc, out = run_playbook('playbooks/backup_check.yml', timeout=300)
     assert rc == 0, out[-3000:]
     assert 'Newest backup %s' % first_backup['label'] in out or 'Newest backup' in out
 
 
 def test_backup_check_fails_without_a_backup(first_backup):
-    rc, out = run_playbook('playbooks/backup-check.yml', '-e', 'backup_stanza=bxtest-none', timeout=300)
+    rc, out = run_playbook('playbooks/backup_check.yml', '-e', 'backup_stanza=bxtest-none', timeout=300)
     assert rc != 0
     assert 'holds no backup' in out, out[-3000:]
 

@@ -25,11 +25,11 @@ def run_playbook(*args, inventory=None):
 
 @pytest.fixture(scope='module')
 def fresh_node():
-    created = run_playbook('playbooks/test-cluster.yml', '-e', 'test_cluster_name=' + CLUSTER,
+    created = run_playbook('playbooks/test_cluster.yml', '-e', 'test_cluster_name=' + CLUSTER,
                            '-e', 'test_cluster_node_count=1')
     assert created.returncode == 0, created.stdout[-3000:]
     yield NODE
-    run_playbook('playbooks/test-cluster.yml', '-e', 'test_cluster_name=' + CLUSTER,
+    run_playbook('playbooks/test_cluster.yml', '-e', 'test_cluster_name=' + CLUSTER,
                  '-e', 'test_cluster_state=absent')
 
 

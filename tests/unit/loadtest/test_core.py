@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-sys.path.insert(0, REPO_ROOT)
+LOADTEST_PARENT = os.path.join(REPO_ROOT, 'roles', 'loadtest', 'files')
+sys.path.insert(0, LOADTEST_PARENT)
 
 from loadtest import core  # noqa: E402  pylint: disable=wrong-import-position
 
@@ -227,7 +228,7 @@ def run_api_buyer(url, tmp_path):
     env = dict(os.environ, LOADTEST_ITEM="7", LOADTEST_API_TOKEN="t", LOADTEST_RATE="60",
                LOADTEST_USERS="1", LOADTEST_MAX_TRIES="3")
     subprocess.run(
-        [sys.executable, "-m", "locust", "-f", os.path.join(REPO_ROOT, "loadtest", "locustfile.py"),
+        [sys.executable, "-m", "locust", "-f", os.path.join(LOADTEST_PARENT, "loadtest", "locustfile.py"),
          "--headless", "-u", "1", "-r", "1", "--run-time", "4s", "--stop-timeout", "10",
          "--host", url, "--csv", str(tmp_path / "run"),
          "--exit-code-on-error", "0", "--only-summary", "ApiBuyer"],
