@@ -262,6 +262,22 @@ def vault_env(tmp_path):
     return dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_VAULT_PASSWORD_FILE=str(password))
 
 
+def install_collection(work):
+    """Build the collection from the checkout and install it under work/collections, as a user
+    (or an execution environment) gets it. Returns (tarball path, collections path)."""
+    env = dict(os.environ, HOME=str(work), ANSIBLE_NOCOLOR='1')
+
+    def galaxy(*args):
+        proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), 'ansible-galaxy'), 'collection']
+                              + list(args), cwd=str(work), env=env, capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    galaxy('build', REPO_ROOT, '--output-path', str(work))
+    [tarball] = [os.path.join(str(work), n) for n in os.listdir(str(work)) if n.endswith('.tar.gz')]
+    galaxy('install', tarball, '--no-deps', '-p', os.path.join(str(work), 'collections'))
+    return tarball, os.path.join(str(work), 'collections')
+
+
 def run_playbook(*args, timeout=900):
     """Run ansible-playbook from the checkout (its ansible.cfg and default local inventory).
 

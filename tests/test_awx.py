@@ -109,6 +109,18 @@ def test_survey_spec_is_valid(template):
         assert not unused, 'survey asks for %s, which %s never reads' % (unused, template['playbook'])
 
 
+def test_failed_jobs_reach_a_person():
+    """Every job template notifies the failure webhook, whose URL is a variable of its own."""
+    notification = AWX_VARS['awx_failure_notification']
+    assert notification['notification_type'] == 'webhook'
+    assert notification['notification_configuration']['url'] == '{{ awx_failure_webhook_url }}'
+    assert AWX_VARS['awx_failure_webhook_url'].startswith('https://')
+    tasks = load('awx/configure.yml')[0]['tasks']
+    job_templates = next(t for t in tasks if 'awx.awx.job_template' in t)['awx.awx.job_template']
+    assert job_templates['notification_templates_error'] == ['{{ awx_failure_notification.name }}']
+    assert any('awx.awx.notification_template' in t for t in tasks)
+
+
 def test_scale_survey_bounds_match_the_playbook():
     question = next(q for q in next(t for t in TEMPLATES if t['playbook'].endswith('scale.yml'))
                     ['survey']['spec'] if q['variable'] == 'replicas')

@@ -11,7 +11,7 @@ import tarfile
 import pytest
 import yaml
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, install_collection
 
 BIN = os.path.dirname(sys.executable)
 PLAYBOOKS = sorted(name[:-4] for name in os.listdir(os.path.join(REPO_ROOT, 'playbooks')) if name.endswith('.yml'))
@@ -27,16 +27,7 @@ def load(path):
 def installed(tmp_path_factory):
     """(tarball, collections path) of the collection built from the checkout and installed."""
     work = tmp_path_factory.mktemp('collection')
-    env = dict(os.environ, HOME=str(work), ANSIBLE_NOCOLOR='1')
-    build = subprocess.run([os.path.join(BIN, 'ansible-galaxy'), 'collection', 'build', REPO_ROOT,
-                            '--output-path', str(work)], cwd=work, env=env, capture_output=True,
-                           text=True, check=False)
-    assert build.returncode == 0, build.stdout + build.stderr
-    [tarball] = [work / n for n in os.listdir(work) if n.endswith('.tar.gz')]
-    install = subprocess.run([os.path.join(BIN, 'ansible-galaxy'), 'collection', 'install', str(tarball),
-                              '--no-deps', '-p', str(work / 'collections')], cwd=work, env=env,
-                             capture_output=True, text=True, check=False)
-    assert install.returncode == 0, install.stdout + install.stderr
+    tarball, dummy = install_collection(work)
     (work / 'hosts.yml').write_text(yaml.safe_dump({'all': {'children': {
         'swarm_managers': {'hosts': {'mgr1': {}}}, 'swarm_workers': {'hosts': {}}, 'swarm_remove': {'hosts': {}}}}}))
     return tarball, work
