@@ -144,14 +144,18 @@ def task_error(task):
     return status.get('Err') or status.get('Message') or 'no error message'
 
 
+def describe_failed_task(task):
+    """One failed or rejected task for an error message: its short ID, state and error."""
+    return 'task %s %s: %s' % (task['ID'][:12], task['Status']['State'], task_error(task))
+
+
 def newest_task_errors(tasks, name, count=3):
     """The errors of the newest failed or rejected tasks, for a message an operator can act on."""
     failed = sorted((task for task in tasks if (task.get('Status') or {}).get('State') in FAILED_STATES),
                     key=lambda task: task.get('UpdatedAt') or '', reverse=True)[:count]
     if not failed:
         return 'Look at `docker service ps --no-trunc %s` for the task errors.' % name
-    return 'Newest task errors: %s.' % '; '.join(
-        'task %s %s: %s' % (task['ID'][:12], task['Status']['State'], task_error(task)) for task in failed)
+    return 'Newest task errors: %s.' % '; '.join(describe_failed_task(task) for task in failed)
 
 
 def update_service_spec(client, service, spec):
@@ -214,8 +218,7 @@ def wait_converged(client, service_id, replicas, timeout, update_status_before=N
             raise SwarmError('service %s did not converge: %s. %s'
                              % (name, problem, newest_task_errors(tasks, name)))
         if known_task_ids is not None:
-            failed = sorted('task %s %s: %s' % (task['ID'][:12], task['Status']['State'], task_error(task))
-                            for task in tasks
+            failed = sorted(describe_failed_task(task) for task in tasks
                             if task['ID'] not in known_task_ids
                             and (task.get('Status') or {}).get('State') in FAILED_STATES)
             if failed:

@@ -69,6 +69,16 @@ def test_update_status_problem(status, before, fails):
     assert bool(ss.update_status_problem(status, before)) is fails
 
 
+@pytest.mark.parametrize('status, expected', [
+    ({'State': 'failed', 'Err': 'task: non-zero exit (3)', 'Message': 'started'},
+     'task 0123456789ab failed: task: non-zero exit (3)'),
+    ({'State': 'rejected', 'Message': 'no suitable node'}, 'task 0123456789ab rejected: no suitable node'),
+    ({'State': 'failed'}, 'task 0123456789ab failed: no error message'),
+])
+def test_describe_failed_task_gives_short_id_state_and_error(status, expected):
+    assert ss.describe_failed_task({'ID': '0123456789abcdefghijklmnopq', 'Status': status}) == expected
+
+
 def test_newest_task_errors_names_the_newest_failures_first():
     tasks = [
         {'ID': 'a' * 25, 'UpdatedAt': '2026-11-30T07:00:00Z', 'Status': {'State': 'rejected', 'Err': 'old error'}},
