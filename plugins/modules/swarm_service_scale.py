@@ -227,9 +227,9 @@ def scale(module, client, services, results):
                             running_tasks=running, seconds=0.0, changed=changed))
     # Waiting after all updates lets the services converge in parallel instead of one by one.
     if module.params['wait'] and not module.check_mode:
+        # After a rollout every rollback counts, even one that finished before this module ran.
+        rollout = module.params['rollout']
         for service, result in zip(services, results):
-            # After a rollout every rollback counts, even one that finished before this module ran.
-            rollout = module.params['rollout']
             result['running_tasks'], result['seconds'] = wait_converged(
                 client, service['ID'], target, module.params['timeout'],
                 update_status_before=None if rollout else service.get('UpdateStatus'),
