@@ -17,7 +17,9 @@ description:
     C(running) and its node is C(ready). The count must then hold for the service's
     C(UpdateConfig.Monitor) window (Docker's default 5 seconds).
   - Fails when the service update is paused or a rollback is in progress, or when a rollback
-    completes after this module changed the service.
+    completes after this module changed the service. A rollback in progress is waited for
+    (within O(timeout)) and reported once it has completed or paused, so the service is no
+    longer moving when the module returns; at the timeout the message says it is still under way.
   - Every requested service is checked before any is changed. Unknown services, global or job
     mode services and counts outside O(min_replicas)/O(max_replicas) fail the module with
     nothing changed.
