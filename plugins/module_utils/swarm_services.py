@@ -8,6 +8,8 @@ Docker CLI (cli/command/service/progress): a replica counts only if its task is 
 still wanted (desired state running) and sits on a node the managers see as ready. A service
 is converged when that count equals the wanted replicas and stays there for the service's
 update monitor window; an update that pauses or rolls back is a failure, not a slow success.
+A rollback is reported once Swarm has finished it (completed or paused), so the caller does not
+go on while the service is still moving.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ POLL_SECONDS = 0.5
 # it appeared after we made it; a stale one from an earlier deploy must not fail a later scale.
 ALWAYS_FATAL_UPDATE_STATES = ('paused', 'rollback_paused', 'rollback_started')
 FRESH_FATAL_UPDATE_STATES = ('rollback_completed',)
+# Swarm is still rolling back: the failure is certain, how the rollback ends (the old spec runs
+# again, or the rollback pauses) is not. It is reported once the state moves on, or at timeout.
+ROLLING_BACK_STATE = 'rollback_started'
 # Terminal task states that mean the task's container did not do its job.
 FAILED_STATES = ('failed', 'rejected')
 
@@ -144,14 +149,18 @@ def task_error(task):
     return status.get('Err') or status.get('Message') or 'no error message'
 
 
+def describe_failed_task(task):
+    """One failed or rejected task for an error message: its short ID, state and error."""
+    return 'task %s %s: %s' % (task['ID'][:12], task['Status']['State'], task_error(task))
+
+
 def newest_task_errors(tasks, name, count=3):
     """The errors of the newest failed or rejected tasks, for a message an operator can act on."""
     failed = sorted((task for task in tasks if (task.get('Status') or {}).get('State') in FAILED_STATES),
                     key=lambda task: task.get('UpdatedAt') or '', reverse=True)[:count]
     if not failed:
         return 'Look at `docker service ps --no-trunc %s` for the task errors.' % name
-    return 'Newest task errors: %s.' % '; '.join(
-        'task %s %s: %s' % (task['ID'][:12], task['Status']['State'], task_error(task)) for task in failed)
+    return 'Newest task errors: %s.' % '; '.join(describe_failed_task(task) for task in failed)
 
 
 def update_service_spec(client, service, spec):
@@ -197,6 +206,8 @@ def wait_converged(client, service_id, replicas, timeout, update_status_before=N
     window. With known_task_ids (the task IDs from before the change), any other task that fails
     or is rejected fails the wait at once: the change's own tasks are failing. With exact, tasks
     told to stop must also be gone: no more containers run than `replicas`.
+    A rollback in progress fails the wait once it has completed or paused, so the message names
+    how it ended; if it is still under way at the timeout, the message says so.
 
     Returns (running_tasks, seconds). Raises SwarmError on failure or timeout.
     """
@@ -209,18 +220,25 @@ def wait_converged(client, service_id, replicas, timeout, update_status_before=N
         name = service['Spec']['Name']
         update_status = service.get('UpdateStatus')
         problem = update_status_problem(update_status, update_status_before)
+        rolling_back = bool(problem) and update_status.get('State') == ROLLING_BACK_STATE
         tasks = service_tasks(client, service_id)
-        if problem:
+        if problem and not rolling_back:
             raise SwarmError('service %s did not converge: %s. %s'
                              % (name, problem, newest_task_errors(tasks, name)))
         if known_task_ids is not None:
-            failed = sorted('task %s %s: %s' % (task['ID'][:12], task['Status']['State'], task_error(task))
-                            for task in tasks
+            failed = sorted(describe_failed_task(task) for task in tasks
                             if task['ID'] not in known_task_ids
                             and (task.get('Status') or {}).get('State') in FAILED_STATES)
             if failed:
                 raise SwarmError('service %s did not converge: its new tasks fail (%s)'
                                  % (name, '; '.join(failed)))
+        if rolling_back:
+            converged_since = None
+            if time.monotonic() >= deadline:
+                raise SwarmError('service %s did not converge within %ss: Swarm was still rolling it back '
+                                 '(%s). %s' % (name, timeout, problem, newest_task_errors(tasks, name)))
+            time.sleep(POLL_SECONDS)
+            continue
         ready = ready_node_ids(client)
         running = count_running(tasks, ready)
         containers = count_running_containers(tasks, ready) if exact else running

@@ -17,7 +17,9 @@ description:
     C(running) and its node is C(ready). The count must then hold for the service's
     C(UpdateConfig.Monitor) window (Docker's default 5 seconds).
   - Fails when the service update is paused or a rollback is in progress, or when a rollback
-    completes after this module changed the service.
+    completes after this module changed the service. A rollback in progress is waited for
+    (within O(timeout)) and reported once it has completed or paused, so the service is no
+    longer moving when the module returns; at the timeout the message says it is still under way.
   - Every requested service is checked before any is changed. Unknown services, global or job
     mode services and counts outside O(min_replicas)/O(max_replicas) fail the module with
     nothing changed.
@@ -227,9 +229,9 @@ def scale(module, client, services, results):
                             running_tasks=running, seconds=0.0, changed=changed))
     # Waiting after all updates lets the services converge in parallel instead of one by one.
     if module.params['wait'] and not module.check_mode:
+        # After a rollout every rollback counts, even one that finished before this module ran.
+        rollout = module.params['rollout']
         for service, result in zip(services, results):
-            # After a rollout every rollback counts, even one that finished before this module ran.
-            rollout = module.params['rollout']
             result['running_tasks'], result['seconds'] = wait_converged(
                 client, service['ID'], target, module.params['timeout'],
                 update_status_before=None if rollout else service.get('UpdateStatus'),

@@ -181,8 +181,10 @@ def test_rollout_that_swarm_rolled_back_fails_with_the_task_errors(docker_client
     result = run_ansible_module(MODULE, {'name': name, 'replicas': 1, 'rollout': True, 'timeout': 120})
 
     assert result['rc'] != 0, result
-    assert 'did not converge: update status is rollback' in result['msg'], result['msg']
+    # The module reports the rollback once Swarm has finished it, not while it is still under way.
+    assert 'did not converge: update status is rollback_completed' in result['msg'], result['msg']
     assert 'Newest task errors: task ' in result['msg'] and 'non-zero exit (3)' in result['msg'], result['msg']
+    assert docker_client.api.inspect_service(service_id)['UpdateStatus']['State'] == 'rollback_completed'
     # Without rollout the rolled-back service counts as converged: its old task runs.
     plain = run_ansible_module(MODULE, {'name': name, 'replicas': 1, 'timeout': 120})
     assert plain['rc'] == 0, plain

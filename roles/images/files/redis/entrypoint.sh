@@ -61,6 +61,20 @@ observed_master() {
   return 1
 }
 
+# Sentinel's saved identity, epochs and known peers, fit to start from. Sentinel tracks peers by
+# address and writes them by hostname: a member restarted with a new address is saved twice, and
+# the master can be saved as its own replica. Sentinel refuses to start on either ("Duplicate
+# hostname and port for replica"), so duplicates and the master go; the master's INFO lists the
+# replicas again within seconds.
+saved_state() {  # saved_state CONF MASTER
+  awk -v master="$2" -v self="$REDIS_NAME" '
+    $1 != "sentinel" { next }
+    $2 ~ /^(myid|current-epoch|config-epoch|leader-epoch)$/ { print; next }
+    $2 == "known-replica" && $4 != master && !seen["replica " $4 " " $5]++ { print; next }
+    $2 == "known-sentinel" && $4 != self && !seen["sentinel " $4 " " $5]++ { print }
+  ' "$1"
+}
+
 umask 077
 if [ "$REDIS_MODE" = sentinel ]; then
   mkdir -p "$REDIS_SENTINEL_DIR"
@@ -72,7 +86,7 @@ if [ "$REDIS_MODE" = sentinel ]; then
   if [ -n "$master" ] && { [ -z "$observed" ] || [ "$observed" = "$master" ]; }; then
     echo "entrypoint: $REDIS_NAME resumes from its saved state, master is $master" >&2
     # Sentinel's own state; everything else below is regenerated from the environment.
-    state=$(grep -E "^sentinel (myid|current-epoch|config-epoch|leader-epoch|known-replica|known-sentinel) " "$conf" || true)
+    state=$(saved_state "$conf" "$master")
   elif [ -n "$observed" ]; then
     # No state, or state naming a server that is not master: sentinels that start from
     # different masters at the same epoch never agree, so all start from what the servers say.

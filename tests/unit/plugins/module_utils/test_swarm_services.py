@@ -69,6 +69,16 @@ def test_update_status_problem(status, before, fails):
     assert bool(ss.update_status_problem(status, before)) is fails
 
 
+@pytest.mark.parametrize('status, expected', [
+    ({'State': 'failed', 'Err': 'task: non-zero exit (3)', 'Message': 'started'},
+     'task 0123456789ab failed: task: non-zero exit (3)'),
+    ({'State': 'rejected', 'Message': 'no suitable node'}, 'task 0123456789ab rejected: no suitable node'),
+    ({'State': 'failed'}, 'task 0123456789ab failed: no error message'),
+])
+def test_describe_failed_task_gives_short_id_state_and_error(status, expected):
+    assert ss.describe_failed_task({'ID': '0123456789abcdefghijklmnopq', 'Status': status}) == expected
+
+
 def test_newest_task_errors_names_the_newest_failures_first():
     tasks = [
         {'ID': 'a' * 25, 'UpdatedAt': '2026-11-30T07:00:00Z', 'Status': {'State': 'rejected', 'Err': 'old error'}},
@@ -81,3 +91,103 @@ def test_newest_task_errors_names_the_newest_failures_first():
 
 def test_newest_task_errors_without_failures_points_at_docker_service_ps():
     assert 'docker service ps --no-trunc web' in ss.newest_task_errors([{'Status': {'State': 'running'}}], 'web')
+
+
+class FakeClock:
+    """time.monotonic and time.sleep for wait_converged: sleeping moves the clock on."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+class FakeApi:
+    """The Engine API calls wait_converged makes, answering one UpdateStatus per inspect."""
+
+    def __init__(self, update_states, tasks):
+        self.update_states = list(update_states)
+        self.task_list = tasks
+        self.inspected = 0
+
+    def inspect_service(self, service_id):
+        state = self.update_states[min(self.inspected, len(self.update_states) - 1)]
+        self.inspected += 1
+        service = {'ID': service_id, 'Spec': {'Name': 'pgpool', 'UpdateConfig': {'Monitor': 10 ** 9}}}
+        if state:
+            service['UpdateStatus'] = {'State': state, 'Message': state.replace('_', ' ')}
+        return service
+
+    def tasks(self, filters):
+        return self.task_list
+
+    def nodes(self):
+        return [{'ID': 'n1', 'Status': {'State': 'ready'}}]
+
+
+class FakeClient:
+    def __init__(self, update_states, tasks):
+        self.api = FakeApi(update_states, tasks)
+
+
+ROLLED_BACK_TASKS = [
+    {'ID': 'old' * 9, 'DesiredState': 'running', 'NodeID': 'n1', 'Status': {'State': 'running'}},
+    {'ID': 'new' * 9, 'DesiredState': 'shutdown', 'NodeID': 'n1', 'UpdatedAt': '2026-11-30T07:00:00Z',
+     'Status': {'State': 'failed', 'Err': 'task: non-zero exit (3)'}},
+]
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(ss.time, 'monotonic', fake.monotonic)
+    monkeypatch.setattr(ss.time, 'sleep', fake.sleep)
+    return fake
+
+
+@pytest.mark.parametrize('final', ['rollback_completed', 'rollback_paused'])
+def test_wait_converged_reports_a_rollback_once_swarm_has_finished_it(clock, final):
+    client = FakeClient(['updating', 'rollback_started', 'rollback_started', 'rollback_started', final],
+                        ROLLED_BACK_TASKS)
+
+    with pytest.raises(ss.SwarmError) as error:
+        ss.wait_converged(client, 'svc', 1, 60, require_update_completed=True)
+
+    assert client.api.inspected == 5
+    assert str(error.value) == (
+        'service pgpool did not converge: update status is %s: %s. Newest task errors: task newnewnewnew '
+        'failed: task: non-zero exit (3).' % (final, final.replace('_', ' ')))
+
+
+def test_wait_converged_says_so_when_the_rollback_outlasts_the_timeout(clock):
+    client = FakeClient(['rollback_started'], ROLLED_BACK_TASKS)
+
+    with pytest.raises(ss.SwarmError) as error:
+        ss.wait_converged(client, 'svc', 1, 3, require_update_completed=True)
+
+    assert clock.now == 3
+    assert str(error.value).startswith(
+        'service pgpool did not converge within 3s: Swarm was still rolling it back (update status is '
+        'rollback_started: rollback started). Newest task errors: task newnewnewnew failed: ')
+
+
+def test_wait_converged_fails_at_once_on_failing_new_tasks_also_during_a_rollback(clock):
+    client = FakeClient(['rollback_started'], ROLLED_BACK_TASKS)
+
+    with pytest.raises(ss.SwarmError) as error:
+        ss.wait_converged(client, 'svc', 1, 60, known_task_ids={'old' * 9})
+
+    assert clock.now == 0
+    assert str(error.value) == ('service pgpool did not converge: its new tasks fail '
+                                '(task newnewnewnew failed: task: non-zero exit (3))')
+
+
+def test_wait_converged_ignores_a_rollback_completed_before_the_change(clock):
+    stale = {'State': 'rollback_completed', 'Message': 'rollback completed'}
+    client = FakeClient(['rollback_completed'], ROLLED_BACK_TASKS)
+
+    assert ss.wait_converged(client, 'svc', 1, 60, update_status_before=stale) == (1, 1.0)
