@@ -44,9 +44,10 @@ def secrets_env(tmp_path, docker_client):
 
 
 def vault(tmp_path, *args, stdin=None):
-    return subprocess.run([os.path.join(BIN, 'ansible-vault')] + list(args) +
-                          ['--vault-password-file', str(tmp_path / 'vault-password')],
-                          input=stdin, capture_output=True, text=True)
+    # The test's own password through the environment, which replaces the caller's (scripts/test.sh
+    # exports one): a second password file would make two default vault-ids.
+    return subprocess.run([os.path.join(BIN, 'ansible-vault')] + list(args),
+                          input=stdin, capture_output=True, text=True, env=vault_env(tmp_path))
 
 
 def changed(output):
