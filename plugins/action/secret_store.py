@@ -142,6 +142,10 @@ class ActionModule(ActionBase):
                         % (', '.join(unreadable), [v for v, dummy in secrets_loaded], HOW_TO_GIVE_THE_PASSWORD))
 
         deployed = deployed_versions(args['swarm_secrets'], args['docker_prefix'], names)
+
+        def running_secrets(subset):
+            return ', '.join('%s%s_v%d' % (args['docker_prefix'], n, deployed[n][0]) for n in subset)
+
         running = [n for n in missing if n in deployed]
         if running:
             return dict(result, failed=True, msg=(
@@ -150,8 +154,7 @@ class ActionModule(ActionBase):
                 '(nginx_tls_dir for the TLS key) to that store, or put its files back, and give its vault '
                 'password. New values are never generated for a running stack; that would roll every '
                 'service onto new passwords.' % (
-                    running, path, ', '.join(where(n) for n in running),
-                    ', '.join('%s%s_v%d' % (args['docker_prefix'], n, deployed[n][0]) for n in running))))
+                    running, path, ', '.join(where(n) for n in running), running_secrets(running))))
         if missing and not args['generate']:
             return dict(result, failed=True, msg=(
                 'Secrets %s not found in %s (looked for %s). On the first deploy of a stack create them '
@@ -186,8 +189,7 @@ class ActionModule(ActionBase):
                 'changed. If you changed them on purpose, run with -e secrets_rotate=true to roll the '
                 'services onto new secret versions; otherwise this is not the store the stack was '
                 'deployed from: set secrets_dir to that one.' % (
-                    changing, path,
-                    ', '.join('%s%s_v%d' % (args['docker_prefix'], n, deployed[n][0]) for n in changing))))
+                    changing, path, running_secrets(changing))))
 
         result.update(secrets=values, rotated=changing, _ansible_no_log=True)
         return result
