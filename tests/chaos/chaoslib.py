@@ -158,6 +158,7 @@ class ClusterEngine:
         self.managers = managers
         self._manager = managers[0]
         self._hostnames = {}
+        self._cut_addresses = {}
 
     @property
     def manager(self):
@@ -269,11 +270,18 @@ class ClusterEngine:
     def start_node(self, hostname):
         self.outer.api.start(self.node_container(hostname))
 
+    # A pulled cable leaves the machine its address: the node is reconnected with the one it had
+    # (Swarm knows each node by its advertised address; a new one would make it a stranger).
     def partition_node(self, hostname, network=None):
-        self.outer.api.disconnect_container_from_network(self.node_container(hostname), network or self.network)
+        network = network or self.network
+        container = self.node_container(hostname)
+        settings = self.outer.api.inspect_container(container)['NetworkSettings']['Networks'][network]
+        self._cut_addresses[hostname] = settings['IPAddress']
+        self.outer.api.disconnect_container_from_network(container, network)
 
     def heal_partition(self, hostname, network=None):
-        self.outer.api.connect_container_to_network(self.node_container(hostname), network or self.network)
+        self.outer.api.connect_container_to_network(
+            self.node_container(hostname), network or self.network, ipv4_address=self._cut_addresses.pop(hostname))
 
 
 class EdgeRouter:
