@@ -173,8 +173,23 @@ class ClusterEngine:
         """(exit code, output) of `docker ARGS` in the node; APIError when its container is down."""
         exec_id = self.outer.api.exec_create(
             self.node_container(hostname), ['timeout', str(self.command_timeout), 'docker'] + list(args))['Id']
-        out = self.outer.api.exec_start(exec_id).decode(errors='replace')
+        # Separate streams: a warning on stderr must not land inside JSON read from stdout.
+        out, err = self.outer.api.exec_start(exec_id, demux=True)
+        out = (out or b'').decode(errors='replace') + (err or b'').decode(errors='replace')
         return self.outer.api.exec_inspect(exec_id)['ExitCode'], out
+
+    def swarm_json(self, *args, attempts=3):
+        """The JSON that `docker ARGS` prints on a manager, [] when none answers. Output that is
+        not JSON (a manager cut off mid-answer) is asked for again."""
+        for _ in range(attempts):
+            code, out = self.swarm(*args)
+            if code != 0:
+                return []
+            try:
+                return json.loads(out)
+            except ValueError:
+                continue
+        return []
 
     def swarm(self, *args):
         """`docker ARGS` on a manager that can answer it: the last one that did, then the others."""
@@ -194,8 +209,7 @@ class ClusterEngine:
     def _inspect(self, kind, ids):
         if not ids:
             return []
-        code, out = self.swarm(kind, 'inspect', *ids)
-        return json.loads(out) if code == 0 else []
+        return self.swarm_json(kind, 'inspect', *ids)
 
     def services(self):
         code, out = self.swarm('service', 'ls', '-q')
@@ -206,8 +220,7 @@ class ClusterEngine:
         ids = out.split() if code == 0 else []
         if not ids:
             return []
-        code, out = self.swarm('inspect', '--type', 'task', *ids)
-        return json.loads(out) if code == 0 else []
+        return self.swarm_json('inspect', '--type', 'task', *ids)
 
     def nodes(self):
         code, out = self.swarm('node', 'ls', '-q')
