@@ -263,12 +263,11 @@ def main():
     except (SwarmError, DockerException) as exc:
         module.fail_json(msg=str(exc), services=results, changed=any(r['changed'] for r in results))
 
-    module.exit_json(
-        changed=any(r['changed'] for r in results),
-        services=results,
-        diff=dict(before=dict((r['name'], r['previous_replicas']) for r in results),
-                  after=dict((r['name'], r['replicas']) for r in results)),
-    )
+    outcome = dict(changed=any(r['changed'] for r in results), services=results)
+    if module._diff:
+        outcome['diff'] = dict(before=dict((r['name'], r['previous_replicas']) for r in results),
+                               after=dict((r['name'], r['replicas']) for r in results))
+    module.exit_json(**outcome)
 
 
 if __name__ == '__main__':

@@ -44,6 +44,8 @@ def test_scale_up_then_down_waits_for_running_tasks(docker_client, busybox_servi
     assert down['rc'] == 0, down
     assert down['changed'] is True
     assert down['services'][0]['previous_replicas'] == 3
+    # Not run in diff mode, so no diff is built.
+    assert 'diff' not in down
     assert down['services'][0]['running_tasks'] == 1
     assert running_task_count(docker_client, service_id) == 1
 
