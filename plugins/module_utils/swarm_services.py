@@ -6,7 +6,7 @@
 The connection: DOCKER_COMMON_ARGS are the options of the `boxoffice.pretix.swarm` doc fragment,
 and get_client() is the one place that turns them into a Docker SDK client.
 
-Convergence: swarm_service_scale and swarm_service_heal must agree on what "converged" means, so the rule lives here once. It follows the
+Convergence: swarm_service_scale, swarm_service_heal and swarm_service_wait must agree on what "converged" means, so the rule lives here once. It follows the
 Docker CLI (cli/command/service/progress): a replica counts only if its task is running, is
 still wanted (desired state running) and sits on a node the managers see as ready. A service
 is converged when that count equals the wanted replicas and stays there for the service's
@@ -416,4 +416,114 @@ def wait_converged(client, service_id, replicas, wait_timeout, update_status_bef
                 '`docker service ps --no-trunc %s` for the task errors.'
                 % (name, wait_timeout, running, replicas,
                    ''.join(', ' + item for item in unfinished), name))
+        time.sleep(POLL_SECONDS)
+
+
+def desired_tasks(service, tasks, ready_nodes):
+    """Replicas a replicated service wants; for a global one, the tasks Swarm wants on ready nodes."""
+    mode, replicas = service_mode(service['Spec'])
+    if mode == 'global':
+        return sum(1 for task in tasks
+                   if task.get('DesiredState') == 'running' and task.get('NodeID') in ready_nodes)
+    return replicas
+
+
+def wait_service(client, service, replicas, wait_timeout, rollout=False):
+    """Wait until service runs `replicas` tasks; with rollout, also until its update completed.
+
+    After a rollout every rollback counts, even one that finished before the wait began;
+    without it only a rollback that appears while waiting does.
+    """
+    return wait_converged(client, service['ID'], replicas, wait_timeout,
+                          update_status_before=None if rollout else service.get('UpdateStatus'),
+                          require_update_completed=rollout)
+
+
+# Job runs ------------------------------------------------------------------------------------
+#
+# Swarm numbers the runs of a job service: every update of the service starts a new run and
+# raises Service.JobStatus.JobIteration.Index in the same write, and each task carries the
+# JobIteration of the run it belongs to. So the tasks of the newest run are those with the
+# service's JobIteration, and a run started by the caller's change is one whose number is above
+# the number read before the change.
+
+JOB_MODES = ('replicated-job', 'global-job')
+# Task states after which the task does nothing more.
+TERMINAL_STATES = ('complete', 'shutdown', 'failed', 'rejected', 'remove', 'orphaned')
+
+
+def job_iteration(obj):
+    """The run number of a job service (its JobStatus) or of a task (its JobIteration)."""
+    status = obj.get('JobStatus') or obj
+    return (status.get('JobIteration') or {}).get('Index')
+
+
+def job_completions(spec):
+    """Completed tasks a replicated job's run needs: TotalCompletions, which defaults to
+    MaxConcurrent, which defaults to 1."""
+    job = (spec.get('Mode') or {}).get('ReplicatedJob') or {}
+    return int(job.get('TotalCompletions') or job.get('MaxConcurrent') or 1)
+
+
+def job_run(service, tasks):
+    """The state of the newest run of a job service, from its inspect and its task list.
+
+    A replicated job's run is complete once TotalCompletions of its tasks completed; a global
+    job's once it has tasks and all completed. It has failed when one of its tasks failed or was
+    rejected and the restart policy's condition is `none` (Swarm will not retry); under another
+    condition Swarm retries, and the run is still running. A run with no tasks yet is `pending`.
+    """
+    spec = service['Spec']
+    iteration = job_iteration(service)
+    run_tasks = sorted((task for task in tasks if job_iteration(task) == iteration),
+                       key=lambda task: task.get('CreatedAt') or '', reverse=True)
+    states = [(task.get('Status') or {}).get('State') for task in run_tasks]
+    completed = states.count('complete')
+    failed = [task for task, state in zip(run_tasks, states) if state in FAILED_STATES]
+    mode = service_mode(spec)[0]
+    wanted = job_completions(spec) if mode == 'replicated-job' else len(run_tasks)
+    condition = ((spec.get('TaskTemplate') or {}).get('RestartPolicy') or {}).get('Condition') or 'any'
+    if not run_tasks:
+        state = 'pending'
+    elif completed >= wanted:
+        state = 'complete'
+    elif failed and condition == 'none':
+        state = 'failed'
+    else:
+        state = 'running'
+    return dict(
+        iteration=iteration,
+        state=state,
+        completed=completed,
+        wanted=wanted,
+        active=sum(1 for state_ in states if state_ not in TERMINAL_STATES),
+        task_id=run_tasks[0]['ID'] if run_tasks else None,
+        errors=[describe_failed_task(task) for task in failed],
+    )
+
+
+def wait_job_run(client, service_id, wait_timeout, previous_run=None):
+    """Wait until the job's newest run, newer than previous_run when given, completed or failed.
+
+    Returns (run, seconds) with run as job_run() describes it. Raises SwarmError at the timeout.
+    """
+    started = time.monotonic()
+    deadline = started + wait_timeout
+    while True:
+        service = client.api.inspect_service(service_id)
+        run = job_run(service, service_tasks(client, service_id))
+        newer = previous_run is None or (run['iteration'] is not None and run['iteration'] > previous_run)
+        if newer and run['state'] in ('complete', 'failed'):
+            return run, round(time.monotonic() - started, 2)
+        if time.monotonic() >= deadline:
+            name = service['Spec']['Name']
+            if not newer:
+                where = 'no run after run %s started' % previous_run
+            else:
+                where = 'run %s is %s with %d of %d tasks complete%s' % (
+                    run['iteration'], run['state'], run['completed'], run['wanted'],
+                    ' (%s)' % '; '.join(run['errors']) if run['errors'] else '')
+            raise SwarmError('job %s did not finish within %ss: %s. Look at `docker service ps '
+                             '--no-trunc %s` and `docker service logs %s`.'
+                             % (name, wait_timeout, where, name, name))
         time.sleep(POLL_SECONDS)

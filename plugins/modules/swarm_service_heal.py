@@ -237,6 +237,7 @@ from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services im
     DockerException,
     SwarmError,
     count_running,
+    desired_tasks,
     get_client,
     list_services,
     parse_timestamp,
@@ -362,11 +363,7 @@ def inspect_health(service, tasks, ready, recent, restart_threshold, now):
     spec = service['Spec']
     mode, replicas = service_mode(spec)
     running = count_running(tasks, ready)
-    if mode == 'global':
-        desired = sum(1 for task in tasks
-                      if task.get('DesiredState') == 'running' and task.get('NodeID') in ready)
-    else:
-        desired = replicas
+    desired = desired_tasks(service, tasks, ready)
     condition = ((spec['TaskTemplate'].get('RestartPolicy') or {}).get('Condition')) or 'any'
     satisfied = running + (completed_slots(tasks) if condition != 'any' else 0)
     window = now - datetime.timedelta(seconds=recent)

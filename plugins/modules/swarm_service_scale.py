@@ -178,7 +178,7 @@ from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services im
     service_mode,
     service_tasks,
     update_service_spec,
-    wait_converged,
+    wait_service,
 )
 
 
@@ -231,13 +231,9 @@ def scale(module, client, services, results):
                             running_tasks=running, seconds=0.0, changed=changed))
     # Waiting after all updates lets the services converge in parallel instead of one by one.
     if module.params['wait'] and not module.check_mode:
-        # After a rollout every rollback counts, even one that finished before this module ran.
-        rollout = module.params['rollout']
         for service, result in zip(services, results):
-            result['running_tasks'], result['seconds'] = wait_converged(
-                client, service['ID'], target, module.params['wait_timeout'],
-                update_status_before=None if rollout else service.get('UpdateStatus'),
-                require_update_completed=rollout)
+            result['running_tasks'], result['seconds'] = wait_service(
+                client, service, target, module.params['wait_timeout'], rollout=module.params['rollout'])
 
 
 def main():
