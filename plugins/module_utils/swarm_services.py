@@ -23,7 +23,7 @@ import re
 import time
 import traceback
 
-from ansible.module_utils.basic import env_fallback
+from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
 try:
     import docker
@@ -104,6 +104,21 @@ TLS_OPTIONS_HINT = ('set tls or validate_certs, with ca_path, client_cert and cl
 
 class SwarmError(Exception):
     """A problem to report through fail_json; the message is meant for the operator."""
+
+
+def swarm_module(argument_spec, wait_options=True, **kwargs):
+    """An AnsibleModule with the module's own options and the connection options added.
+
+    wait_options adds `wait` and `wait_timeout` as well. Check mode is supported unless the
+    caller says otherwise. Fails the module when the Docker SDK is missing.
+    """
+    spec = dict(argument_spec, **(COMMON_ARGUMENT_SPEC if wait_options else DOCKER_COMMON_ARGS))
+    kwargs.setdefault('supports_check_mode', True)
+    kwargs['required_together'] = list(kwargs.get('required_together') or []) + DOCKER_REQUIRED_TOGETHER
+    module = AnsibleModule(argument_spec=spec, **kwargs)
+    if not HAS_DOCKER:
+        module.fail_json(msg=missing_required_lib(DOCKER_REQUIREMENT), exception=DOCKER_IMPORT_ERROR)
+    return module
 
 
 class HostnameAdapter(HTTPAdapter):

@@ -182,17 +182,12 @@ event_url:
 import json
 import time
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
 from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services import (
-    DOCKER_COMMON_ARGS,
-    DOCKER_IMPORT_ERROR,
-    DOCKER_REQUIRED_TOGETHER,
-    HAS_DOCKER,
     DockerException,
     NotFound,
     SwarmError,
     get_client,
+    swarm_module,
 )
 
 RESULT_MARKER = 'BOXOFFICE-BOOTSTRAP-RESULT:'
@@ -359,8 +354,8 @@ def find_container(client, service, deadline):
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
+    module = swarm_module(
+        dict(
             service=dict(type='str', default='pretix-web'),
             wait_timeout=dict(type='int', default=300),
             admin_email=dict(type='str', default='admin@localhost'),
@@ -384,14 +379,10 @@ def main():
             api_token=dict(type='str', no_log=True),
             api_token_name=dict(type='str', default='boxoffice'),
             update_check=dict(type='bool', default=False),
-            **DOCKER_COMMON_ARGS
         ),
+        wait_options=False,
         required_by=dict(event=['organizer'], api_token=['organizer']),
-        required_together=DOCKER_REQUIRED_TOGETHER,
-        supports_check_mode=True,
     )
-    if not HAS_DOCKER:
-        module.fail_json(msg=missing_required_lib('docker'), exception=DOCKER_IMPORT_ERROR)
 
     p = module.params
     if len(p['admin_password']) < 8:

@@ -225,15 +225,8 @@ failed_services:
 
 import datetime
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
 from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services import (
-    COMMON_ARGUMENT_SPEC,
-    DOCKER_IMPORT_ERROR,
-    DOCKER_REQUIRED_TOGETHER,
-    DOCKER_REQUIREMENT,
     FAILED_STATES,
-    HAS_DOCKER,
     DockerException,
     SwarmError,
     count_running,
@@ -244,6 +237,7 @@ from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services im
     ready_node_ids,
     service_mode,
     service_tasks,
+    swarm_module,
     task_error,
     update_service_spec,
     wait_converged,
@@ -563,11 +557,7 @@ def main():
         hint_label=dict(type='str', default='boxoffice.component'),
         stateful=dict(type='list', elements='str', default=[]),
     )
-    argument_spec.update(COMMON_ARGUMENT_SPEC)
-    module = AnsibleModule(argument_spec=argument_spec, required_together=DOCKER_REQUIRED_TOGETHER,
-                           supports_check_mode=True)
-    if not HAS_DOCKER:
-        module.fail_json(msg=missing_required_lib(DOCKER_REQUIREMENT), exception=DOCKER_IMPORT_ERROR)
+    module = swarm_module(argument_spec)
     for option in ('recent', 'restart_threshold', 'wait_timeout'):
         if module.params[option] < 0:
             module.fail_json(msg='%s must be 0 or more, got %d.' % (option, module.params[option]))

@@ -161,14 +161,7 @@ services:
       sample: true
 '''
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
 from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services import (
-    COMMON_ARGUMENT_SPEC,
-    DOCKER_IMPORT_ERROR,
-    DOCKER_REQUIRED_TOGETHER,
-    DOCKER_REQUIREMENT,
-    HAS_DOCKER,
     DockerException,
     SwarmError,
     count_running,
@@ -177,6 +170,7 @@ from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services im
     ready_node_ids,
     service_mode,
     service_tasks,
+    swarm_module,
     update_service_spec,
     wait_service,
 )
@@ -245,11 +239,7 @@ def main():
         max_replicas=dict(type='int'),
         rollout=dict(type='bool', default=False),
     )
-    argument_spec.update(COMMON_ARGUMENT_SPEC)
-    module = AnsibleModule(argument_spec=argument_spec, required_together=DOCKER_REQUIRED_TOGETHER,
-                           supports_check_mode=True)
-    if not HAS_DOCKER:
-        module.fail_json(msg=missing_required_lib(DOCKER_REQUIREMENT), exception=DOCKER_IMPORT_ERROR)
+    module = swarm_module(argument_spec)
 
     results = []
     try:

@@ -178,14 +178,7 @@ seconds:
   sample: 41.5
 '''
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
 from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services import (
-    COMMON_ARGUMENT_SPEC,
-    DOCKER_IMPORT_ERROR,
-    DOCKER_REQUIRED_TOGETHER,
-    DOCKER_REQUIREMENT,
-    HAS_DOCKER,
     JOB_MODES,
     DockerException,
     NotFound,
@@ -197,6 +190,7 @@ from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services im
     ready_node_ids,
     service_mode,
     service_tasks,
+    swarm_module,
     wait_job_run,
     wait_service,
 )
@@ -235,12 +229,7 @@ def main():
         previous_run=dict(type='int'),
         rollout=dict(type='bool', default=False),
     )
-    argument_spec.update(COMMON_ARGUMENT_SPEC)
-    module = AnsibleModule(argument_spec=argument_spec, required_together=DOCKER_REQUIRED_TOGETHER,
-                           supports_check_mode=True)
-    if not HAS_DOCKER:
-        module.fail_json(msg=missing_required_lib(DOCKER_REQUIREMENT),
-                         exception=DOCKER_IMPORT_ERROR)
+    module = swarm_module(argument_spec)
     if module.params['wait_timeout'] < 0:
         module.fail_json(msg='wait_timeout must be 0 or more, got %d.' % module.params['wait_timeout'])
 
