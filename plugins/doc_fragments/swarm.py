@@ -6,7 +6,8 @@
 DOCUMENTATION holds the Docker connection options that
 plugins/module_utils/swarm_services.py (DOCKER_COMMON_ARGS, get_client) honours; a module that
 talks to Docker extends it and documents only its own options. ATTRIBUTES describes the
-attributes every module declares, so a module only says how far it supports each one.
+attributes every module declares, so a module only says how far it supports each one;
+READ_ONLY says it for a module that changes nothing.
 """
 
 from __future__ import annotations
@@ -101,4 +102,22 @@ attributes:
     description:
       - Run twice in a row outside check mode with the same arguments, the second run reports no change.
       - This assumes nothing else changed the system in between.
+'''
+
+    # With ATTRIBUTES, for a module that only reads: it supports check mode by changing nothing.
+    READ_ONLY = r'''
+options: {}
+attributes:
+  check_mode:
+    support: full
+    details:
+      - The module changes nothing, so it does the same in check mode.
+  diff_mode:
+    support: N/A
+    details:
+      - The module changes nothing.
+  idempotent:
+    support: full
+    details:
+      - The module changes nothing.
 '''

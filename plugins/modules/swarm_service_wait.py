@@ -11,7 +11,8 @@ module: swarm_service_wait
 short_description: Wait until a Docker Swarm service has converged or a Swarm job's run has finished
 version_added: 0.1.0
 description:
-  - Changes nothing; reads a service and its tasks until they reach the wanted state.
+  - Changes nothing; reads a service and its tasks until they reach the wanted state, in check
+    mode as well.
   - For a replicated or global service, waits until its replicas run under the same rule as
     M(boxoffice.pretix.swarm_service_scale), and with O(rollout) until its rolling update has
     completed. A pause or rollback of the update fails the module.
@@ -33,19 +34,7 @@ author:
 extends_documentation_fragment:
   - boxoffice.pretix.swarm
   - boxoffice.pretix.swarm.attributes
-attributes:
-  check_mode:
-    support: full
-    details:
-      - The module only reads, so it waits in check mode as well.
-  diff_mode:
-    support: N/A
-    details:
-      - The module changes nothing.
-  idempotent:
-    support: full
-    details:
-      - The module changes nothing.
+  - boxoffice.pretix.swarm.read_only
 options:
   name:
     description:
