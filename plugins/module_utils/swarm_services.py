@@ -467,10 +467,16 @@ JOB_MODES = ('replicated-job', 'global-job')
 TERMINAL_STATES = ('complete', 'shutdown', 'failed', 'rejected', 'remove', 'orphaned')
 
 
-def job_iteration(obj):
-    """The run number of a job service (its JobStatus) or of a task (its JobIteration)."""
-    status = obj.get('JobStatus') or obj
-    return (status.get('JobIteration') or {}).get('Index')
+def job_iteration(service):
+    """The number of a job service's newest run. The Engine API leaves out an Index of 0."""
+    return int((((service.get('JobStatus') or {}).get('JobIteration')) or {}).get('Index') or 0)
+
+
+def task_job_iteration(task):
+    """The number of the run a task belongs to; None for a task of a service that is no job."""
+    if task.get('JobIteration') is None:
+        return None
+    return int(task['JobIteration'].get('Index') or 0)
 
 
 def job_completions(spec):
@@ -490,7 +496,7 @@ def job_run(service, tasks):
     """
     spec = service['Spec']
     iteration = job_iteration(service)
-    run_tasks = sorted((task for task in tasks if job_iteration(task) == iteration),
+    run_tasks = sorted((task for task in tasks if task_job_iteration(task) == iteration),
                        key=lambda task: task.get('CreatedAt') or '', reverse=True)
     states = [(task.get('Status') or {}).get('State') for task in run_tasks]
     completed = states.count('complete')
@@ -527,7 +533,7 @@ def wait_job_run(client, service_id, wait_timeout, previous_run=None):
     while True:
         service = client.api.inspect_service(service_id)
         run = job_run(service, service_tasks(client, service_id))
-        newer = previous_run is None or (run['iteration'] is not None and run['iteration'] > previous_run)
+        newer = previous_run is None or run['iteration'] > previous_run
         if newer and run['state'] in ('complete', 'failed'):
             return run, round(time.monotonic() - started, 2)
         if time.monotonic() >= deadline:

@@ -1,7 +1,7 @@
 """Runs of Swarm jobs (swarm_service_wait), on data shaped like the Engine API's answers.
 
 The service and tasks below follow `docker service inspect` and `GET /tasks` of a replicated job
-with `--restart-condition none` that was updated once: run 1 completed, run 2 is the newest.
+with `--restart-condition none`: run 0 is the one created with the job, every update adds one.
 """
 
 import copy
@@ -30,7 +30,9 @@ def job_service(iteration, completions=1, condition='none', mode='ReplicatedJob'
             'EndpointSpec': {'Mode': 'dnsrr'},
         },
         'Endpoint': {'Spec': {}},
-        'JobStatus': {'JobIteration': {'Index': iteration}, 'LastExecution': '2026-11-30T10:40:13.918328Z'},
+        # The Engine API leaves out an Index of 0, the first run's.
+        'JobStatus': {'JobIteration': {'Index': iteration} if iteration else {},
+                      'LastExecution': '2026-11-30T10:40:13.918328Z'},
     }
 
 
@@ -56,7 +58,7 @@ def job_task(task_id, iteration, state, created, desired='complete', slot=1, err
         'NodeID': 'rkl0l3ey1v5jrbuxbe4s6j1m5',
         'Status': status,
         'DesiredState': desired,
-        'JobIteration': {'Index': iteration},
+        'JobIteration': {'Index': iteration} if iteration else {},
     }
 
 
@@ -171,6 +173,25 @@ def test_wait_says_no_new_run_started_at_the_timeout(clock):
     assert str(error.value) == (
         'job pretix-migrate did not finish within 5s: no run after run 1 started. Look at '
         '`docker service ps --no-trunc pretix-migrate` and `docker service logs pretix-migrate`.')
+
+
+def test_the_first_run_is_number_0_which_the_engine_leaves_out():
+    service = job_service(0)
+    first = job_task('t0done', 0, 'complete', '2026-11-30T09:12:01.5Z')
+    assert service['JobStatus']['JobIteration'] == {} and first['JobIteration'] == {}
+    assert ss.job_run(service, [first])['iteration'] == 0
+    assert ss.job_run(service, [first])['state'] == 'complete'
+    # A task of a service that is no job belongs to no run.
+    assert ss.task_job_iteration(dict(first, JobIteration=None)) is None
+    assert ss.task_job_iteration({k: v for k, v in first.items() if k != 'JobIteration'}) is None
+
+
+def test_wait_past_the_first_run_takes_the_second(clock):
+    first = job_task('t0done', 0, 'complete', '2026-11-30T09:12:01.5Z', desired='shutdown')
+    second = job_task('t1done', 1, 'complete', '2026-11-30T10:40:14.1Z')
+    client = JobClient([(job_service(0), [first]), (job_service(1), [first, second])])
+    run, dummy = ss.wait_job_run(client, 'pretix-migrate', 60, previous_run=0)
+    assert (run['iteration'], run['task_id']) == (1, 't1done')
 
 
 def test_wait_names_the_retried_failures_at_the_timeout(clock):
