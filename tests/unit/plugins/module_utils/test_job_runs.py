@@ -9,6 +9,7 @@ import copy
 import pytest
 
 from ansible_collections.boxoffice.pretix.plugins.module_utils import swarm_services as ss
+from swarm_clock import clock  # noqa: F401  # pylint: disable=unused-import  # a fixture
 
 
 def job_service(iteration, completions=1, condition='none', mode='ReplicatedJob'):

@@ -5,6 +5,7 @@ import datetime
 import pytest
 
 from ansible_collections.boxoffice.pretix.plugins.module_utils import swarm_services as ss
+from swarm_clock import clock  # noqa: F401  # pylint: disable=unused-import  # a fixture
 
 UTC = datetime.timezone.utc
 

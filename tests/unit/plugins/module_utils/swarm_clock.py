@@ -1,4 +1,7 @@
-"""Fixtures shared by the tests of module_utils/swarm_services.py."""
+"""The fake clock fixture of the wait-loop tests of module_utils/swarm_services.py.
+
+Not a conftest.py: the tests import `conftest` by name, and a second one would hide the root's.
+"""
 
 import pytest
 
