@@ -53,7 +53,7 @@ def main():
             for replicas in STEPS + (1,):
                 began = time.monotonic()
                 result = run_ansible_module('boxoffice.pretix.swarm_service_scale',
-                                            {'name': name, 'replicas': replicas, 'timeout': 600})
+                                            {'name': name, 'replicas': replicas, 'wait_timeout': 600})
                 wall = time.monotonic() - began
                 if result['rc'] != 0:
                     sys.exit('scaling to %d failed: %s' % (replicas, result.get('msg')))

@@ -1,9 +1,12 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) boxoffice.pretix engineers
 # Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
-"""Shared Swarm service code for boxoffice.pretix.swarm_service_scale and swarm_service_heal.
+"""Shared Docker and Swarm code of the boxoffice.pretix modules.
 
-Both modules must agree on what "converged" means, so the rule lives here once. It follows the
+The connection: DOCKER_COMMON_ARGS are the options of the `boxoffice.pretix.swarm` doc fragment,
+and get_client() is the one place that turns them into a Docker SDK client.
+
+Convergence: swarm_service_scale, swarm_service_heal and swarm_service_wait must agree on what "converged" means, so the rule lives here once. It follows the
 Docker CLI (cli/command/service/progress): a replica counts only if its task is running, is
 still wanted (desired state running) and sits on a node the managers see as ready. A service
 is converged when that count equals the wanted replicas and stays there for the service's
@@ -15,24 +18,37 @@ go on while the service is still moving.
 from __future__ import annotations
 
 import datetime
+import os
 import re
 import time
 import traceback
 
+from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+
 try:
     import docker
-    from docker.errors import DockerException, NotFound  # pylint: disable=unused-import  # re-exported for the modules
+    import docker.tls
+    from docker.errors import DockerException, NotFound, TLSParameterError  # pylint: disable=unused-import  # re-exported for the modules
+    from requests.adapters import HTTPAdapter
+    from requests.exceptions import RequestException
     HAS_DOCKER = True
     DOCKER_IMPORT_ERROR = None
 except ImportError:
     HAS_DOCKER = False
     DOCKER_IMPORT_ERROR = traceback.format_exc()
+    HTTPAdapter = object
+
+    class RequestException(Exception):
+        """Stand-in for requests.exceptions.RequestException without the SDK installed."""
 
     class DockerException(Exception):
         """Stand-in so callers can name the exception without the SDK installed."""
 
     class NotFound(DockerException):
         """Stand-in for docker.errors.NotFound without the SDK installed."""
+
+    class TLSParameterError(DockerException):
+        """Stand-in for docker.errors.TLSParameterError without the SDK installed."""
 
 
 DOCKER_REQUIREMENT = 'docker (the Docker SDK for Python, tested with docker==7.2.0)'
@@ -52,27 +68,175 @@ ROLLING_BACK_STATE = 'rollback_started'
 # Terminal task states that mean the task's container did not do its job.
 FAILED_STATES = ('failed', 'rejected')
 
-COMMON_ARGUMENT_SPEC = dict(
-    docker_host=dict(type='str'),
-    timeout=dict(type='int', default=300),
-    wait=dict(type='bool', default=True),
+DEFAULT_DOCKER_HOST = 'unix:///var/run/docker.sock'
+DEFAULT_API_TIMEOUT = 60
+DEFAULT_WAIT_TIMEOUT = 300
+
+# The options of the `boxoffice.pretix.swarm` doc fragment, with the Docker CLI's variables.
+DOCKER_COMMON_ARGS = dict(
+    docker_host=dict(type='str', default=DEFAULT_DOCKER_HOST, aliases=['docker_url'],
+                     fallback=(env_fallback, ['DOCKER_HOST'])),
+    tls=dict(type='bool', default=False, fallback=(env_fallback, ['DOCKER_TLS'])),
+    validate_certs=dict(type='bool', default=False, aliases=['tls_verify'],
+                        fallback=(env_fallback, ['DOCKER_TLS_VERIFY'])),
+    ca_path=dict(type='path', aliases=['ca_cert', 'tls_ca_cert']),
+    client_cert=dict(type='path', aliases=['tls_client_cert']),
+    client_key=dict(type='path', aliases=['tls_client_key']),
+    tls_hostname=dict(type='str', fallback=(env_fallback, ['DOCKER_TLS_HOSTNAME'])),
+    api_version=dict(type='str', default='auto', aliases=['docker_api_version'],
+                     fallback=(env_fallback, ['DOCKER_API_VERSION'])),
+    timeout=dict(type='int', default=DEFAULT_API_TIMEOUT, fallback=(env_fallback, ['DOCKER_TIMEOUT'])),
 )
+DOCKER_REQUIRED_TOGETHER = [['client_cert', 'client_key']]
+
+# The options of the modules that wait for Swarm to converge, on top of DOCKER_COMMON_ARGS.
+WAIT_ARGS = dict(
+    wait=dict(type='bool', default=True),
+    wait_timeout=dict(type='int', default=DEFAULT_WAIT_TIMEOUT),
+)
+COMMON_ARGUMENT_SPEC = dict(DOCKER_COMMON_ARGS, **WAIT_ARGS)
+
+# Files DOCKER_CERT_PATH holds, as the Docker CLI names them.
+CERT_PATH_FILES = (('ca_path', 'ca.pem'), ('client_cert', 'cert.pem'), ('client_key', 'key.pem'))
+TLS_OPTIONS_HINT = ('set tls or validate_certs, with ca_path, client_cert and client_key '
+                    '(or DOCKER_CERT_PATH)')
 
 
 class SwarmError(Exception):
     """A problem to report through fail_json; the message is meant for the operator."""
 
 
-def get_client(docker_host=None):
-    """Return a Docker SDK client for docker_host, or configured from DOCKER_* like the CLI."""
+def swarm_module(argument_spec, wait_options=True, **kwargs):
+    """An AnsibleModule with the module's own options and the connection options added.
+
+    wait_options adds `wait` and `wait_timeout` as well. Check mode is supported unless the
+    caller says otherwise. Fails the module when the Docker SDK is missing.
+    """
+    spec = dict(argument_spec, **(COMMON_ARGUMENT_SPEC if wait_options else DOCKER_COMMON_ARGS))
+    kwargs.setdefault('supports_check_mode', True)
+    kwargs['required_together'] = list(kwargs.get('required_together') or []) + DOCKER_REQUIRED_TOGETHER
+    module = AnsibleModule(argument_spec=spec, **kwargs)
+    if not HAS_DOCKER:
+        module.fail_json(msg=missing_required_lib(DOCKER_REQUIREMENT), exception=DOCKER_IMPORT_ERROR)
+    return module
+
+
+class HostnameAdapter(HTTPAdapter):
+    """HTTPS adapter that checks the engine's certificate for another name than the URL's host.
+
+    The Docker SDK (7.0 and later) verifies the URL's host only, so tls_hostname is honoured by
+    this adapter mounted on the client: it sends the name for SNI and checks the certificate
+    against it.
+    """
+
+    def __init__(self, hostname, **kwargs):
+        self.hostname = hostname
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs['assert_hostname'] = self.hostname
+        kwargs['server_hostname'] = self.hostname
+        super().init_poolmanager(*args, **kwargs)
+
+
+def tls_mode(params):
+    """'verify', 'encrypt' or None, as validate_certs and tls ask; validate_certs wins."""
+    if params.get('validate_certs'):
+        return 'verify'
+    if params.get('tls'):
+        return 'encrypt'
+    return None
+
+
+def tls_files(params, environ=None):
+    """The TLS file options, completed from DOCKER_CERT_PATH where they were not given."""
+    environ = os.environ if environ is None else environ
+    files = dict((option, params.get(option)) for option, dummy in CERT_PATH_FILES)
+    cert_path = environ.get('DOCKER_CERT_PATH')
+    if cert_path:
+        for option, name in CERT_PATH_FILES:
+            if not files[option] and os.path.exists(os.path.join(cert_path, name)):
+                files[option] = os.path.join(cert_path, name)
+    return files
+
+
+def client_kwargs(params, environ=None):
+    """Map the connection options to docker.DockerClient keyword arguments.
+
+    Raises SwarmError when the TLS options do not fit together or name missing files.
+    """
+    kwargs = dict(base_url=params.get('docker_host') or DEFAULT_DOCKER_HOST,
+                  version=params.get('api_version') or 'auto',
+                  timeout=params.get('timeout') or DEFAULT_API_TIMEOUT)
+    mode = tls_mode(params)
+    files = tls_files(params, environ)
+    if mode is None:
+        if params.get('client_cert') or params.get('client_key') or params.get('ca_path'):
+            raise SwarmError('ca_path, client_cert and client_key are only used over TLS: set tls '
+                             'or validate_certs as well (docker_host %s).' % kwargs['base_url'])
+        return kwargs
+    if kwargs['base_url'].startswith(('unix://', 'npipe://', 'ssh://')):
+        raise SwarmError('tls and validate_certs need a tcp:// docker_host, not %s.' % kwargs['base_url'])
+    if bool(files['client_cert']) != bool(files['client_key']):
+        raise SwarmError('client_cert and client_key go together; only %s was given (or found in '
+                         'DOCKER_CERT_PATH).' % ('client_cert' if files['client_cert'] else 'client_key'))
+    missing = ['%s %s' % (option, path) for option, path in sorted(files.items())
+               if path and not os.path.isfile(path)]
+    if missing:
+        raise SwarmError('TLS file(s) not found: %s.' % ', '.join(missing))
+    client_cert = (files['client_cert'], files['client_key']) if files['client_cert'] else None
+    if mode == 'verify':
+        kwargs['tls'] = docker.tls.TLSConfig(client_cert=client_cert, ca_cert=files['ca_path'],
+                                             verify=files['ca_path'] or True)
+    else:
+        kwargs['tls'] = docker.tls.TLSConfig(client_cert=client_cert, verify=False)
+    return kwargs
+
+
+def connection_hint(params, exc):
+    """What to check when the engine cannot be reached, from the options and the error text."""
+    host = params.get('docker_host') or DEFAULT_DOCKER_HOST
+    text = str(exc)
+    if tls_mode(params) and ('SSL' in text or 'certificate' in text):
+        return ('The TLS handshake failed: check that ca_path signed the engine\'s certificate, that '
+                'the certificate names this host (or set tls_hostname), and that the engine accepts '
+                'client_cert.')
+    if host.startswith('tcp://') and not tls_mode(params):
+        return ('Is the engine listening on %s without TLS? An engine on port 2376 needs TLS: %s.'
+                % (host, TLS_OPTIONS_HINT))
+    if host.startswith('unix://'):
+        return ('Is the Docker engine running on this host, and may this user use its socket? Run the '
+                'module on a Swarm manager or point docker_host at one.')
+    return 'Is the engine running and reachable there, and does it need TLS (%s)?' % TLS_OPTIONS_HINT
+
+
+def get_client(params, environ=None):
+    """Return a docker.DockerClient built from the connection options in params.
+
+    Talks to the engine once (its version), so a wrong host or TLS setting fails here, with a
+    message that says what to check, and not in the middle of the module's work.
+    """
+    kwargs = client_kwargs(params, environ)
+    hostname = params.get('tls_hostname') if tls_mode(params) == 'verify' else None
     try:
-        if docker_host:
-            return docker.DockerClient(base_url=docker_host)
-        return docker.from_env()
-    except DockerException as exc:
-        raise SwarmError(
-            'Cannot connect to the Docker engine (%s): %s. Run this on a Swarm manager or set '
-            'docker_host.' % (docker_host or 'DOCKER_HOST or the default socket', exc))
+        if hostname:
+            # The SDK reads the engine's version while it builds the client, before an adapter
+            # can be mounted; so the version is read first with a client that has the adapter.
+            probe = docker.APIClient(**dict(kwargs, version=docker.constants.DEFAULT_DOCKER_API_VERSION))
+            probe.mount('https://', HostnameAdapter(hostname))
+            if kwargs['version'] == 'auto':
+                kwargs['version'] = probe.version(api_version=False)['ApiVersion']
+            probe.close()
+        client = docker.DockerClient(**kwargs)
+        if hostname:
+            client.api.mount('https://', HostnameAdapter(hostname))
+        client.ping()
+    except TLSParameterError as exc:
+        raise SwarmError('The TLS options for %s do not fit: %s.' % (kwargs['base_url'], exc))
+    except (DockerException, RequestException) as exc:
+        raise SwarmError('Cannot connect to the Docker engine at %s: %s. %s'
+                         % (kwargs['base_url'], exc, connection_hint(params, exc)))
+    return client
 
 
 def service_mode(spec):
@@ -193,7 +357,7 @@ def update_status_problem(update_status, before):
     return None
 
 
-def wait_converged(client, service_id, replicas, timeout, update_status_before=None,
+def wait_converged(client, service_id, replicas, wait_timeout, update_status_before=None,
                    require_update_completed=False, hold_seconds=0, known_task_ids=None,
                    exact=False):
     """Wait until service_id has `replicas` counted tasks for a whole monitor window.
@@ -212,7 +376,7 @@ def wait_converged(client, service_id, replicas, timeout, update_status_before=N
     Returns (running_tasks, seconds). Raises SwarmError on failure or timeout.
     """
     started = time.monotonic()
-    deadline = started + timeout
+    deadline = started + wait_timeout
     converged_since = None
     running = 0
     while True:
@@ -236,7 +400,7 @@ def wait_converged(client, service_id, replicas, timeout, update_status_before=N
             converged_since = None
             if time.monotonic() >= deadline:
                 raise SwarmError('service %s did not converge within %ss: Swarm was still rolling it back '
-                                 '(%s). %s' % (name, timeout, problem, newest_task_errors(tasks, name)))
+                                 '(%s). %s' % (name, wait_timeout, problem, newest_task_errors(tasks, name)))
             time.sleep(POLL_SECONDS)
             continue
         ready = ready_node_ids(client)
@@ -265,6 +429,122 @@ def wait_converged(client, service_id, replicas, timeout, update_status_before=N
             raise SwarmError(
                 'service %s did not converge within %ss: %d of %d replicas running%s. Look at '
                 '`docker service ps --no-trunc %s` for the task errors.'
-                % (name, timeout, running, replicas,
+                % (name, wait_timeout, running, replicas,
                    ''.join(', ' + item for item in unfinished), name))
+        time.sleep(POLL_SECONDS)
+
+
+def desired_tasks(service, tasks, ready_nodes):
+    """Replicas a replicated service wants; for a global one, the tasks Swarm wants on ready nodes."""
+    mode, replicas = service_mode(service['Spec'])
+    if mode == 'global':
+        return sum(1 for task in tasks
+                   if task.get('DesiredState') == 'running' and task.get('NodeID') in ready_nodes)
+    return replicas
+
+
+def wait_service(client, service, replicas, wait_timeout, rollout=False):
+    """Wait until service runs `replicas` tasks; with rollout, also until its update completed.
+
+    After a rollout every rollback counts, even one that finished before the wait began;
+    without it only a rollback that appears while waiting does.
+    """
+    return wait_converged(client, service['ID'], replicas, wait_timeout,
+                          update_status_before=None if rollout else service.get('UpdateStatus'),
+                          require_update_completed=rollout)
+
+
+# Job runs ------------------------------------------------------------------------------------
+#
+# Swarm numbers the runs of a job service: every update of the service starts a new run and
+# raises Service.JobStatus.JobIteration.Index in the same write, and each task carries the
+# JobIteration of the run it belongs to. So the tasks of the newest run are those with the
+# service's JobIteration, and a run started by the caller's change is one whose number is above
+# the number read before the change.
+
+JOB_MODES = ('replicated-job', 'global-job')
+# Task states after which the task does nothing more.
+TERMINAL_STATES = ('complete', 'shutdown', 'failed', 'rejected', 'remove', 'orphaned')
+
+
+def job_iteration(service):
+    """The number of a job service's newest run. The Engine API leaves out an Index of 0."""
+    return int((((service.get('JobStatus') or {}).get('JobIteration')) or {}).get('Index') or 0)
+
+
+def task_job_iteration(task):
+    """The number of the run a task belongs to; None for a task of a service that is no job."""
+    if task.get('JobIteration') is None:
+        return None
+    return int(task['JobIteration'].get('Index') or 0)
+
+
+def job_completions(spec):
+    """Completed tasks a replicated job's run needs: TotalCompletions, which defaults to
+    MaxConcurrent, which defaults to 1."""
+    job = (spec.get('Mode') or {}).get('ReplicatedJob') or {}
+    return int(job.get('TotalCompletions') or job.get('MaxConcurrent') or 1)
+
+
+def job_run(service, tasks):
+    """The state of the newest run of a job service, from its inspect and its task list.
+
+    A replicated job's run is complete once TotalCompletions of its tasks completed; a global
+    job's once it has tasks and all completed. It has failed when one of its tasks failed or was
+    rejected and the restart policy's condition is `none` (Swarm will not retry); under another
+    condition Swarm retries, and the run is still running. A run with no tasks yet is `pending`.
+    """
+    spec = service['Spec']
+    iteration = job_iteration(service)
+    run_tasks = sorted((task for task in tasks if task_job_iteration(task) == iteration),
+                       key=lambda task: task.get('CreatedAt') or '', reverse=True)
+    states = [(task.get('Status') or {}).get('State') for task in run_tasks]
+    completed = states.count('complete')
+    failed = [task for task, state in zip(run_tasks, states) if state in FAILED_STATES]
+    mode = service_mode(spec)[0]
+    wanted = job_completions(spec) if mode == 'replicated-job' else len(run_tasks)
+    condition = ((spec.get('TaskTemplate') or {}).get('RestartPolicy') or {}).get('Condition') or 'any'
+    if not run_tasks:
+        state = 'pending'
+    elif completed >= wanted:
+        state = 'complete'
+    elif failed and condition == 'none':
+        state = 'failed'
+    else:
+        state = 'running'
+    return dict(
+        iteration=iteration,
+        state=state,
+        completed=completed,
+        wanted=wanted,
+        active=sum(1 for state_ in states if state_ not in TERMINAL_STATES),
+        task_id=run_tasks[0]['ID'] if run_tasks else None,
+        errors=[describe_failed_task(task) for task in failed],
+    )
+
+
+def wait_job_run(client, service_id, wait_timeout, previous_run=None):
+    """Wait until the job's newest run, newer than previous_run when given, completed or failed.
+
+    Returns (run, seconds) with run as job_run() describes it. Raises SwarmError at the timeout.
+    """
+    started = time.monotonic()
+    deadline = started + wait_timeout
+    while True:
+        service = client.api.inspect_service(service_id)
+        run = job_run(service, service_tasks(client, service_id))
+        newer = previous_run is None or run['iteration'] > previous_run
+        if newer and run['state'] in ('complete', 'failed'):
+            return run, round(time.monotonic() - started, 2)
+        if time.monotonic() >= deadline:
+            name = service['Spec']['Name']
+            if not newer:
+                where = 'no run after run %s started' % previous_run
+            else:
+                where = 'run %s is %s with %d of %d tasks complete%s' % (
+                    run['iteration'], run['state'], run['completed'], run['wanted'],
+                    ' (%s)' % '; '.join(run['errors']) if run['errors'] else '')
+            raise SwarmError('job %s did not finish within %ss: %s. Look at `docker service ps '
+                             '--no-trunc %s` and `docker service logs %s`.'
+                             % (name, wait_timeout, where, name, name))
         time.sleep(POLL_SECONDS)

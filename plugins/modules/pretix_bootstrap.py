@@ -27,8 +27,20 @@ description:
   - Everything is compared first and only written when different, so a second run reports
     C(changed=false). Nothing that already exists is deleted.
   - In check mode the same snippet runs inside a database transaction that is rolled back.
-requirements:
-  - docker (the Docker SDK for Python, tested with docker==7.2.0)
+extends_documentation_fragment:
+  - boxoffice.pretix.swarm
+  - boxoffice.pretix.swarm.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - The snippet runs and its database transaction is rolled back; RV(changes) lists what would change.
+  diff_mode:
+    support: none
+    details:
+      - What changed is listed in RV(changes); the values are passwords and tokens.
+  idempotent:
+    support: full
 options:
   service:
     description:
@@ -37,11 +49,11 @@ options:
         the service, so there the newest healthy task container is used.
     type: str
     default: pretix-web
-  docker_host:
-    description: Docker daemon to talk to; by default the environment (C(DOCKER_HOST)) or the local socket.
-    type: str
-  timeout:
-    description: Seconds to wait for a healthy container of O(service) and for the snippet to finish.
+  wait_timeout:
+    description:
+      - Seconds to wait for a healthy container of O(service) on the Docker host.
+      - The snippet itself may run for as long as O(timeout), the Docker API timeout, allows
+        between two pieces of its output.
     type: int
     default: 300
   admin_email:
@@ -170,15 +182,12 @@ event_url:
 import json
 import time
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
 from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services import (
-    DOCKER_IMPORT_ERROR,
-    HAS_DOCKER,
     DockerException,
     NotFound,
     SwarmError,
     get_client,
+    swarm_module,
 )
 
 RESULT_MARKER = 'BOXOFFICE-BOOTSTRAP-RESULT:'
@@ -345,11 +354,10 @@ def find_container(client, service, deadline):
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
+    module = swarm_module(
+        dict(
             service=dict(type='str', default='pretix-web'),
-            docker_host=dict(type='str'),
-            timeout=dict(type='int', default=300),
+            wait_timeout=dict(type='int', default=300),
             admin_email=dict(type='str', default='admin@localhost'),
             admin_password=dict(type='str', required=True, no_log=True),
             update_password=dict(type='str', default='on_create', choices=['always', 'on_create']),
@@ -372,11 +380,9 @@ def main():
             api_token_name=dict(type='str', default='boxoffice'),
             update_check=dict(type='bool', default=False),
         ),
+        wait_options=False,
         required_by=dict(event=['organizer'], api_token=['organizer']),
-        supports_check_mode=True,
     )
-    if not HAS_DOCKER:
-        module.fail_json(msg=missing_required_lib('docker'), exception=DOCKER_IMPORT_ERROR)
 
     p = module.params
     if len(p['admin_password']) < 8:
@@ -395,8 +401,8 @@ def main():
         check_mode=module.check_mode,
     )
     try:
-        client = get_client(p['docker_host'])
-        container = find_container(client, p['service'], time.time() + p['timeout'])
+        client = get_client(p)
+        container = find_container(client, p['service'], time.time() + p['wait_timeout'])
         exit_code, output = container.exec_run(
             ['python', '-c', SNIPPET], environment={'BOOTSTRAP_PARAMS': json.dumps(params)})
     except (DockerException, RuntimeError, SwarmError) as exc:

@@ -74,13 +74,21 @@ options:
     description: Accept values that differ from the Docker secrets the swarm runs.
     type: bool
     default: false
+extends_documentation_fragment:
+  - boxoffice.pretix.swarm.attributes
 attributes:
   check_mode:
     support: full
-    description: Generated values are returned but not written.
+    details:
+      - Generated values are returned but not written.
   diff_mode:
     support: none
-    description: No diff; values are secret.
+    details:
+      - No diff; the values are secret.
+  idempotent:
+    support: full
+    details:
+      - A name created by one run is read, not created again, by the next.
 '''
 
 EXAMPLES = r'''

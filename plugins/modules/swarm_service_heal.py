@@ -47,17 +47,24 @@ description:
   - Must run on a Swarm manager (or point O(docker_host) at one).
 author:
   - boxoffice.pretix engineers (!UNKNOWN)
-requirements:
-  - docker (Docker SDK for Python) >= 7.0.0
+extends_documentation_fragment:
+  - boxoffice.pretix.swarm
+  - boxoffice.pretix.swarm.attributes
 attributes:
   check_mode:
     support: full
-    description: >-
-      Reports findings and which services would be redeployed; redeploys nothing. Services
-      that are failing without a redeploy (see above) fail the module in check mode too.
+    details:
+      - Reports findings and which services would be redeployed; redeploys nothing.
+      - Services that are failing without a redeploy (see above) fail the module in check mode too.
   diff_mode:
     support: none
-    description: Findings and actions are returned in RV(services) instead.
+    details:
+      - Findings and actions are returned in RV(services) instead.
+  idempotent:
+    support: partial
+    details:
+      - A second run finds the services healed by the first one healthy and reports no change,
+        unless they broke again in between.
 options:
   stack:
     description:
@@ -111,16 +118,12 @@ options:
         service is C(redeployed) and nothing is verified.
     type: bool
     default: true
-  timeout:
+  wait_timeout:
     description:
       - Seconds to wait for each redeployed service to converge before it is reported failed.
+      - O(timeout) is another thing, the limit of each Docker API call.
     type: int
     default: 300
-  docker_host:
-    description:
-      - Docker engine URL, for example C(unix:///var/run/docker.sock) or C(tcp://manager:2376).
-      - Defaults to the C(DOCKER_HOST) environment variable, then the local socket.
-    type: str
 notes:
   - Swarm keeps only a few old tasks per slot (C(TaskHistoryRetentionLimit), default 5), which
     caps how many failures a restart loop can show.
@@ -222,23 +225,19 @@ failed_services:
 
 import datetime
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
 from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services import (
-    COMMON_ARGUMENT_SPEC,
-    DOCKER_IMPORT_ERROR,
-    DOCKER_REQUIREMENT,
     FAILED_STATES,
-    HAS_DOCKER,
     DockerException,
     SwarmError,
     count_running,
+    desired_tasks,
     get_client,
     list_services,
     parse_timestamp,
     ready_node_ids,
     service_mode,
     service_tasks,
+    swarm_module,
     task_error,
     update_service_spec,
     wait_converged,
@@ -358,11 +357,7 @@ def inspect_health(service, tasks, ready, recent, restart_threshold, now):
     spec = service['Spec']
     mode, replicas = service_mode(spec)
     running = count_running(tasks, ready)
-    if mode == 'global':
-        desired = sum(1 for task in tasks
-                      if task.get('DesiredState') == 'running' and task.get('NodeID') in ready)
-    else:
-        desired = replicas
+    desired = desired_tasks(service, tasks, ready)
     condition = ((spec['TaskTemplate'].get('RestartPolicy') or {}).get('Condition')) or 'any'
     satisfied = running + (completed_slots(tasks) if condition != 'any' else 0)
     window = now - datetime.timedelta(seconds=recent)
@@ -527,7 +522,7 @@ def heal(module, client):
             redeploy(client, service)
             if params['wait']:
                 result['running_tasks'], result['seconds'] = wait_converged(
-                    client, service['ID'], desired, params['timeout'],
+                    client, service['ID'], desired, params['wait_timeout'],
                     update_status_before=update_status_before, require_update_completed=True,
                     hold_seconds=kinds.get('restart_loop', {}).get('settle_seconds', 0),
                     known_task_ids=set(task['ID'] for task in tasks),
@@ -562,11 +557,8 @@ def main():
         hint_label=dict(type='str', default='boxoffice.component'),
         stateful=dict(type='list', elements='str', default=[]),
     )
-    argument_spec.update(COMMON_ARGUMENT_SPEC)
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    if not HAS_DOCKER:
-        module.fail_json(msg=missing_required_lib(DOCKER_REQUIREMENT), exception=DOCKER_IMPORT_ERROR)
-    for option in ('recent', 'restart_threshold', 'timeout'):
+    module = swarm_module(argument_spec)
+    for option in ('recent', 'restart_threshold', 'wait_timeout'):
         if module.params[option] < 0:
             module.fail_json(msg='%s must be 0 or more, got %d.' % (option, module.params[option]))
     not_text = sorted(str(key) for key, value in module.params['hints'].items() if not isinstance(value, str))
@@ -574,7 +566,7 @@ def main():
         module.fail_json(msg='hints must map label values to texts; not a text for: %s.' % ', '.join(not_text))
 
     try:
-        results = heal(module, get_client(module.params['docker_host']))
+        results = heal(module, get_client(module.params))
     except (SwarmError, DockerException) as exc:
         module.fail_json(msg=str(exc))
 

@@ -18,7 +18,7 @@ description:
     C(UpdateConfig.Monitor) window (Docker's default 5 seconds).
   - Fails when the service update is paused or a rollback is in progress, or when a rollback
     completes after this module changed the service. A rollback in progress is waited for
-    (within O(timeout)) and reported once it has completed or paused, so the service is no
+    (within O(wait_timeout)) and reported once it has completed or paused, so the service is no
     longer moving when the module returns; at the timeout the message says it is still under way.
   - Every requested service is checked before any is changed. Unknown services, global or job
     mode services and counts outside O(min_replicas)/O(max_replicas) fail the module with
@@ -26,15 +26,20 @@ description:
   - Must run on a Swarm manager (or point O(docker_host) at one).
 author:
   - boxoffice.pretix engineers (!UNKNOWN)
-requirements:
-  - docker (Docker SDK for Python) >= 7.0.0
+extends_documentation_fragment:
+  - boxoffice.pretix.swarm
+  - boxoffice.pretix.swarm.attributes
 attributes:
   check_mode:
     support: full
-    description: Reports which services would change; changes and waits for nothing.
+    details:
+      - Reports which services would change; changes and waits for nothing.
   diff_mode:
     support: full
-    description: Before and after replica counts per service.
+    details:
+      - Before and after replica counts per service.
+  idempotent:
+    support: full
 options:
   name:
     description:
@@ -80,16 +85,12 @@ options:
         fails it too.
     type: bool
     default: false
-  timeout:
+  wait_timeout:
     description:
       - Seconds to wait for each service to converge before failing.
+      - O(timeout) is another thing, the limit of each Docker API call.
     type: int
     default: 300
-  docker_host:
-    description:
-      - Docker engine URL, for example C(unix:///var/run/docker.sock) or C(tcp://manager:2376).
-      - Defaults to the C(DOCKER_HOST) environment variable, then the local socket.
-    type: str
 notes:
   - Scaling to 0 is allowed (the convergence target is then 0 running tasks).
 seealso:
@@ -160,13 +161,7 @@ services:
       sample: true
 '''
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
 from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services import (
-    COMMON_ARGUMENT_SPEC,
-    DOCKER_IMPORT_ERROR,
-    DOCKER_REQUIREMENT,
-    HAS_DOCKER,
     DockerException,
     SwarmError,
     count_running,
@@ -175,8 +170,9 @@ from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services im
     ready_node_ids,
     service_mode,
     service_tasks,
+    swarm_module,
     update_service_spec,
-    wait_converged,
+    wait_service,
 )
 
 
@@ -229,13 +225,9 @@ def scale(module, client, services, results):
                             running_tasks=running, seconds=0.0, changed=changed))
     # Waiting after all updates lets the services converge in parallel instead of one by one.
     if module.params['wait'] and not module.check_mode:
-        # After a rollout every rollback counts, even one that finished before this module ran.
-        rollout = module.params['rollout']
         for service, result in zip(services, results):
-            result['running_tasks'], result['seconds'] = wait_converged(
-                client, service['ID'], target, module.params['timeout'],
-                update_status_before=None if rollout else service.get('UpdateStatus'),
-                require_update_completed=rollout)
+            result['running_tasks'], result['seconds'] = wait_service(
+                client, service, target, module.params['wait_timeout'], rollout=module.params['rollout'])
 
 
 def main():
@@ -247,25 +239,21 @@ def main():
         max_replicas=dict(type='int'),
         rollout=dict(type='bool', default=False),
     )
-    argument_spec.update(COMMON_ARGUMENT_SPEC)
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    if not HAS_DOCKER:
-        module.fail_json(msg=missing_required_lib(DOCKER_REQUIREMENT), exception=DOCKER_IMPORT_ERROR)
+    module = swarm_module(argument_spec)
 
     results = []
     try:
         validate_request(module.params)
-        client = get_client(module.params['docker_host'])
+        client = get_client(module.params)
         scale(module, client, resolve_services(client, module.params), results)
     except (SwarmError, DockerException) as exc:
         module.fail_json(msg=str(exc), services=results, changed=any(r['changed'] for r in results))
 
-    module.exit_json(
-        changed=any(r['changed'] for r in results),
-        services=results,
-        diff=dict(before=dict((r['name'], r['previous_replicas']) for r in results),
-                  after=dict((r['name'], r['replicas']) for r in results)),
-    )
+    outcome = dict(changed=any(r['changed'] for r in results), services=results)
+    if module._diff:
+        outcome['diff'] = dict(before=dict((r['name'], r['previous_replicas']) for r in results),
+                               after=dict((r['name'], r['replicas']) for r in results))
+    module.exit_json(**outcome)
 
 
 if __name__ == '__main__':

@@ -39,7 +39,7 @@ def test_killed_task_is_healed_and_second_run_is_clean(docker_client, busybox_se
     counter = force_update_counter(docker_client, service_id)
     spec_before = docker_client.api.inspect_service(service_id)['Spec']
 
-    healed = run_ansible_module(MODULE, {'labels': group, 'timeout': 240})
+    healed = run_ansible_module(MODULE, {'labels': group, 'wait_timeout': 240})
 
     assert healed['rc'] == 0, healed
     assert healed['changed'] is True
@@ -72,7 +72,7 @@ def test_crash_looping_service_is_reported_failed(docker_client, busybox_service
                          for t in docker_client.api.tasks(filters={'service': broken_id})) > 2,
              message='the broken service to fail repeatedly')
 
-    result = run_ansible_module(MODULE, {'stack': stack, 'restart_threshold': 2, 'timeout': 60})
+    result = run_ansible_module(MODULE, {'stack': stack, 'restart_threshold': 2, 'wait_timeout': 60})
 
     assert result['rc'] != 0 and result.get('failed') is True, result
     assert 'Still failing after a redeploy: %s' % broken in result['msg']
@@ -142,7 +142,7 @@ def test_crash_looping_service_fails_on_every_run(docker_client, swarm_services,
         rollback_config={'Parallelism': 1, 'Monitor': SECOND, 'Order': 'stop-first'})
     wait_for(lambda: failed_task_count(docker_client, service_id) > 2, timeout=120,
              message='the service to fail repeatedly')
-    args = {'labels': {'boxoffice.component': component}, 'restart_threshold': 2, 'timeout': 60,
+    args = {'labels': {'boxoffice.component': component}, 'restart_threshold': 2, 'wait_timeout': 60,
             'hints': {component: 'clone <name> again'}}
 
     for run in ('first', 'second'):
@@ -181,7 +181,7 @@ def test_service_healed_from_a_restart_loop_stays_green(docker_client, swarm_ser
     wait_for(lambda: failed_task_count(docker_client, service_id) == 3
              and running_task_count(docker_client, service_id) == 1, message='three failures, then a running task')
 
-    healed = run_ansible_module(MODULE, {'labels': group, 'restart_threshold': 2, 'timeout': 60})
+    healed = run_ansible_module(MODULE, {'labels': group, 'restart_threshold': 2, 'wait_timeout': 60})
 
     assert healed['rc'] == 0, healed
     service = by_name(healed)[name]
@@ -266,7 +266,7 @@ def test_over_replicated_service_is_found(docker_client, swarm_services, busybox
     time.sleep(4)
     version = docker_client.api.inspect_service(service_id)['Version']['Index']
 
-    result = run_ansible_module(MODULE, {'labels': group, 'recent': 3, 'timeout': 30})
+    result = run_ansible_module(MODULE, {'labels': group, 'recent': 3, 'wait_timeout': 30})
 
     assert result['rc'] != 0 and result['failed_services'] == [name], result
     found = by_name(result)[name]

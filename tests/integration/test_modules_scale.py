@@ -44,6 +44,8 @@ def test_scale_up_then_down_waits_for_running_tasks(docker_client, busybox_servi
     assert down['rc'] == 0, down
     assert down['changed'] is True
     assert down['services'][0]['previous_replicas'] == 3
+    # Not run in diff mode, so no diff is built.
+    assert 'diff' not in down
     assert down['services'][0]['running_tasks'] == 1
     assert running_task_count(docker_client, service_id) == 1
 
@@ -135,7 +137,7 @@ def test_global_service_is_refused_and_nothing_changes(docker_client, busybox_se
 def test_service_that_cannot_run_fails_with_timeout(docker_client, busybox_service):
     service_id, name = busybox_service(replicas=1, command=('sh', '-c', 'exit 1'))
 
-    result = run_ansible_module(MODULE, {'name': name, 'replicas': 2, 'timeout': 20})
+    result = run_ansible_module(MODULE, {'name': name, 'replicas': 2, 'wait_timeout': 20})
 
     assert result['rc'] != 0, result
     assert 'did not converge within 20s' in result['msg']
@@ -161,7 +163,7 @@ def test_rollout_waits_for_the_new_spec(docker_client, busybox_service):
     run_ansible_module(MODULE, {'name': name, 'replicas': 2})
     redeploy(docker_client, service_id, ('sleep', '86401'))
 
-    result = run_ansible_module(MODULE, {'name': name, 'replicas': 2, 'rollout': True, 'timeout': 120})
+    result = run_ansible_module(MODULE, {'name': name, 'replicas': 2, 'rollout': True, 'wait_timeout': 120})
 
     assert result['rc'] == 0, result
     assert result['changed'] is False
@@ -178,7 +180,7 @@ def test_rollout_that_swarm_rolled_back_fails_with_the_task_errors(docker_client
     run_ansible_module(MODULE, {'name': name, 'replicas': 1})
     redeploy(docker_client, service_id, ('sh', '-c', 'exit 3'))
 
-    result = run_ansible_module(MODULE, {'name': name, 'replicas': 1, 'rollout': True, 'timeout': 120})
+    result = run_ansible_module(MODULE, {'name': name, 'replicas': 1, 'rollout': True, 'wait_timeout': 120})
 
     assert result['rc'] != 0, result
     # The module reports the rollback once Swarm has finished it, not while it is still under way.
@@ -186,7 +188,7 @@ def test_rollout_that_swarm_rolled_back_fails_with_the_task_errors(docker_client
     assert 'Newest task errors: task ' in result['msg'] and 'non-zero exit (3)' in result['msg'], result['msg']
     assert docker_client.api.inspect_service(service_id)['UpdateStatus']['State'] == 'rollback_completed'
     # Without rollout the rolled-back service counts as converged: its old task runs.
-    plain = run_ansible_module(MODULE, {'name': name, 'replicas': 1, 'timeout': 120})
+    plain = run_ansible_module(MODULE, {'name': name, 'replicas': 1, 'wait_timeout': 120})
     assert plain['rc'] == 0, plain
 
 

@@ -5,6 +5,7 @@ import datetime
 import pytest
 
 from ansible_collections.boxoffice.pretix.plugins.module_utils import swarm_services as ss
+from swarm_clock import clock  # noqa: F401  # pylint: disable=unused-import  # a fixture
 
 UTC = datetime.timezone.utc
 
@@ -93,19 +94,6 @@ def test_newest_task_errors_without_failures_points_at_docker_service_ps():
     assert 'docker service ps --no-trunc web' in ss.newest_task_errors([{'Status': {'State': 'running'}}], 'web')
 
 
-class FakeClock:
-    """time.monotonic and time.sleep for wait_converged: sleeping moves the clock on."""
-
-    def __init__(self):
-        self.now = 0.0
-
-    def monotonic(self):
-        return self.now
-
-    def sleep(self, seconds):
-        self.now += seconds
-
-
 class FakeApi:
     """The Engine API calls wait_converged makes, answering one UpdateStatus per inspect."""
 
@@ -139,14 +127,6 @@ ROLLED_BACK_TASKS = [
     {'ID': 'new' * 9, 'DesiredState': 'shutdown', 'NodeID': 'n1', 'UpdatedAt': '2026-11-30T07:00:00Z',
      'Status': {'State': 'failed', 'Err': 'task: non-zero exit (3)'}},
 ]
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    fake = FakeClock()
-    monkeypatch.setattr(ss.time, 'monotonic', fake.monotonic)
-    monkeypatch.setattr(ss.time, 'sleep', fake.sleep)
-    return fake
 
 
 @pytest.mark.parametrize('final', ['rollback_completed', 'rollback_paused'])
@@ -191,3 +171,10 @@ def test_wait_converged_ignores_a_rollback_completed_before_the_change(clock):
     client = FakeClient(['rollback_completed'], ROLLED_BACK_TASKS)
 
     assert ss.wait_converged(client, 'svc', 1, 60, update_status_before=stale) == (1, 1.0)
+
+
+def test_desired_tasks_of_a_global_service_are_the_wanted_tasks_on_ready_nodes():
+    service = {'Spec': {'Mode': {'Global': {}}}}
+    tasks = [task(), task(node='n2'), task(state='starting'), task(desired='shutdown')]
+    assert ss.desired_tasks(service, tasks, {'n1'}) == 2
+    assert ss.desired_tasks({'Spec': {'Mode': {'Replicated': {'Replicas': 4}}}}, tasks, {'n1'}) == 4
