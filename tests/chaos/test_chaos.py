@@ -142,11 +142,16 @@ def node_of_primary(target):
     return node_of(target, primaries[0])
 
 
+def services_on(target, node):
+    """Names of the services with a task meant to run on the node."""
+    _, out = target.engine.swarm('node', 'ps', '--filter', 'desired-state=running', '--format', '{{.Name}}', node)
+    return sorted(set(line.rsplit('.', 1)[0] for line in out.split()))
+
+
 def node_fault(target, node, role, partition=False):
     """Power loss of the node (its container killed, started again after OUTAGE s), or with
     partition=True its cable pulled (off the test network for OUTAGE s); what it ran is recorded."""
-    _, out = target.engine.swarm('node', 'ps', '--filter', 'desired-state=running', '--format', '{{.Name}}', node)
-    ran = sorted(set(line.rsplit('.', 1)[0] for line in out.split()))
+    ran = services_on(target, node)
     fault = {'node': node, 'role': role, 'ran': ran, 'at': chaoslib.now(),
              'pg_members': [s for s in ran if s in chaoslib.PG_NODES]}
     if partition:
@@ -173,13 +178,15 @@ def partition_primary_node(target):
 
 def lose_node_without_primary(target):
     """Power loss of a node running no PostgreSQL primary, and no Redis master when such a node
-    exists: what buyers see is then the web, pgpool and proxy tasks it ran."""
+    exists; of those, the one running the most services: what buyers see is then the web, pgpool
+    and proxy tasks it ran, as on a worker node of a real cluster."""
     nodes = sorted(n['Description']['Hostname'] for n in target.engine.nodes())
     primary_nodes = {node_of_primary(target)}
     master = chaoslib.redis_master(target)
     candidates = [n for n in nodes if n not in primary_nodes | {node_of(target, master) if master else None}]
     candidates = candidates or [n for n in nodes if n not in primary_nodes]
-    return [node_fault(target, candidates[0], 'node without a primary')]
+    busiest = max(candidates, key=lambda n: len(services_on(target, n)))
+    return [node_fault(target, busiest, 'node without a primary')]
 
 
 def fully_redundant_between(target, faults):
