@@ -121,12 +121,12 @@ def test_failed_jobs_reach_a_person():
     assert any('awx.awx.notification_template' in t for t in tasks)
 
 
-def test_scale_survey_bounds_match_the_playbook():
+def test_scale_survey_bounds_match_the_scale_role():
     question = next(q for q in next(t for t in TEMPLATES if t['playbook'].endswith('scale.yml'))
                     ['survey']['spec'] if q['variable'] == 'replicas')
-    play_vars = load('playbooks/scale.yml')[0]['vars']
-    assert question['min'] == play_vars['scale_min_replicas']
-    assert question['max'] == play_vars['scale_max_replicas']
+    defaults = load('roles/scale/defaults/main.yml')
+    assert question['min'] == defaults['scale_min_replicas']
+    assert question['max'] == defaults['scale_max_replicas']
 
 
 @pytest.mark.parametrize('schedule', AWX_VARS['awx_schedules'], ids=lambda s: s['name'])
