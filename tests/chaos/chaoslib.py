@@ -808,6 +808,14 @@ def kill_pg_standby(target):
     return [dict(kill_task(target, random.choice(standbys)), role='standby')]
 
 
+def kill_every_pg_member(target):
+    """Every PostgreSQL member at once, as a power loss of a one-machine deployment: no primary
+    is left to rejoin, so the members must elect the most advanced among them."""
+    states = pg_states(target)
+    roles = {m: 'primary' if s and s['primary'] else 'standby' for m, s in states.items()}
+    return [dict(kill_task(target, member), role=roles[member]) for member in PG_NODES]
+
+
 def partition_pg_primary(network='boxoffice_db', outage=60.0):
     """The primary's container cut off the database network for `outage` seconds: the standbys
     promote one of them, the isolated primary cannot confirm a commit (no standby acknowledges),
@@ -862,8 +870,14 @@ def kill_promoted_primaries(rounds=3, promotion_timeout=120):
 
 def reclone_broken_pg_members(target, wait=120):
     """Re-clone every PostgreSQL member that does not answer: scale to 0, remove its data volume,
-    scale to 1 (it clones from the primary). Only for a stack already judged; returns the members."""
-    broken = [m for m, s in pg_states(target).items() if s is None]
+    scale to 1 (it clones from the primary). Only for a stack already judged, and only while
+    exactly one primary runs: without one, a member's data may be the only copy of confirmed
+    orders, and it stays for inspection. Returns the re-cloned members."""
+    states = pg_states(target)
+    if len(pg_primaries(target, states)) != 1:
+        print('not re-cloning any member: no single primary runs, every data directory is kept')
+        return []
+    broken = [m for m, s in states.items() if s is None]
     for member in broken:
         tasks = target.engine.tasks(member)
         node = next((t.get('NodeID') for t in tasks if t.get('NodeID')), None)
@@ -900,7 +914,7 @@ def longest_gap(times, start, end):
 
 # pg-node.sh's log lines that say how a member came back: followed as it was, rewound, re-cloned.
 PG_REJOIN_LOG = re.compile(r'(pg-node\[[^]]+\]: .*(rewind|clon|diverged|following|fencing|former primary|'
-                           r'starting as primary|not streaming|could not rejoin).*)')
+                           r'becoming primary|promoting|not streaming|could not rejoin|cut short|does not answer).*)')
 
 
 def pg_rejoin_log(target, members, since):

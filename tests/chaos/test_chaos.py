@@ -19,8 +19,8 @@ import re
 import pytest
 
 import chaoslib
-from chaoslib import (kill_pg_primary, kill_pg_standby, kill_promoted_primaries, kill_redis_master,
-                      kill_service, partition_pg_primary)
+from chaoslib import (kill_every_pg_member, kill_pg_primary, kill_pg_standby, kill_promoted_primaries,
+                      kill_redis_master, kill_service, partition_pg_primary)
 from conftest import deployed_service, run_playbook, wait_for
 
 RECOVERY_TIMEOUT = float(os.environ.get('BOXOFFICE_CHAOS_RECOVERY_TIMEOUT', '240'))
@@ -94,6 +94,7 @@ SLOW_CASES = [
     ('pretix-worker', kill_service('pretix-worker')),
     ('nginx', kill_service('nginx')),
     ('postgres primary partitioned 60s', partition_pg_primary()),
+    ('every postgres member at once', kill_every_pg_member),
 ]
 
 

@@ -7,12 +7,14 @@
 #
 # Rules it keeps:
 #   - never a second primary: a former primary waits out repmgrd's failover window before it
-#     starts, never starts when a peer is on a newer timeline, and stops taking writes at once
-#     when it sees a primary on a newer timeline;
+#     decides, and stops taking writes at once when it sees a primary on a newer timeline;
+#   - with no primary anywhere, only the most advanced member (timeline, then WAL position)
+#     among a majority of members becomes primary; the others wait for it as hot standbys
+#     that follow nobody, so that every member's position can be read;
 #   - never a crash loop on its own data: a standby that cannot stream is rewound, and
 #     re-cloned when rewinding fails (the old data is kept aside, one copy);
-#   - never discard data of another cluster: a re-clone from a primary whose system
-#     identifier differs is refused.
+#   - never discard the only copy: data is re-cloned only from a primary that answers and
+#     runs the same database system; a rewind or clone cut short is not trusted again.
 #
 # Environment (set by the postgres_repmgr role):
 #   PG_NODE_NAME        this node's service name, e.g. pg-1 (also its DNS name)
@@ -48,6 +50,9 @@ LOG_FIFO=/run/postgresql/log.fifo
 DIVERGED=$(dirname "$PGDATA")/pgdata.diverged
 # The last operator re-clone request (PG_RECLONE_REQUEST, a token) this member carried out.
 RECLONE_DONE=$(dirname "$PGDATA")/reclone.done
+# Present while pg_rewind or a clone rewrites the data directory: one cut short leaves data
+# that may start but cannot be trusted.
+REBUILDING=$(dirname "$PGDATA")/rebuild.in-progress
 
 # repmgrd gives a lost primary up after monitor_interval + reconnect_attempts * interval
 # (2 + 3 * 2 s) and then elects and promotes; a former primary holds off for twice that.
@@ -55,6 +60,10 @@ MONITOR_INTERVAL=2 RECONNECT_ATTEMPTS=3 RECONNECT_INTERVAL=2
 FAILOVER_HOLDOFF=$(( 2 * (MONITOR_INTERVAL + RECONNECT_ATTEMPTS * RECONNECT_INTERVAL) + 4 ))
 # A standby must stream within this long after it starts, or after its upstream is lost.
 STREAM_GRACE=${PG_STREAM_GRACE_SECS:-45}
+# With no primary, members wait this long for every member to answer before a majority may
+# elect: after a full restart the former primary answers only after its hold-off.
+ELECTION_WAIT_FOR_ALL=$(( FAILOVER_HOLDOFF + 15 ))
+MAJORITY=$(( $(wc -w <<<"$PG_NODES") / 2 + 1 ))
 
 # Every start of PostgreSQL (by this script or by repmgr during follow) logs into one FIFO
 # drained to the container's stdout; repmgr reads its commands' output through pipes that
@@ -129,11 +138,20 @@ control() {  # control FIELD -> value of a pg_controldata field
   pg_controldata "$PGDATA" | sed -n "s/^$1: *//p"
 }
 
+# The newest timeline of this data: the control file's, or that of a WAL segment it holds (a
+# primary killed after its promotion and before its next checkpoint shows the old one).
 own_timeline() {
-  local checkpoint recovery
-  checkpoint=$(control "Latest checkpoint's TimeLineID")
-  recovery=$(control "Minimum recovery ending loc's timeline")
-  echo $(( checkpoint > recovery ? checkpoint : recovery ))
+  local max segment tl
+  max=$(control "Latest checkpoint's TimeLineID")
+  tl=$(control "Minimum recovery ending loc's timeline")
+  [ "$tl" -gt "$max" ] && max=$tl
+  for segment in "$PGDATA"/pg_wal/*; do
+    segment=${segment##*/}
+    [[ $segment =~ ^[0-9A-F]{24}$ ]] || continue
+    tl=$(( 16#${segment:0:8} ))
+    [ "$tl" -gt "$max" ] && max=$tl
+  done
+  echo "$max"
 }
 
 point_config_outside_datadir() {
@@ -168,16 +186,44 @@ SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
 SQL
 }
 
-start_as_primary() {
-  rm -f "$PGDATA/standby.signal"
-  start_pg
+become_primary() {
+  if pg_running; then
+    log "promoting this member"
+    pg_ctl -D "$PGDATA" -w -t 300 promote >&2
+  else
+    rm -f "$PGDATA/standby.signal"
+    start_pg
+  fi
   serve_as_primary
+}
+
+# With no primary, a member with data runs as a hot standby that follows nobody: it takes no
+# writes, and its peers can read its timeline and position for the election. "latest" follows
+# every timeline whose WAL it holds; "current" starts a diverged standby that fetched the history
+# of a timeline it cannot follow.
+serve_waiting() {
+  local target
+  pg_running && return 0
+  case "$(control "Database cluster state")" in
+    "shut down"|"shut down in recovery"|"in archive recovery") ;;
+    *) make_clean ;;
+  esac
+  touch "$PGDATA/standby.signal"
+  for target in latest current; do
+    pg_ctl -D "$PGDATA" -w -t 300 -l "$LOG_FIFO" \
+      -o "-c primary_conninfo='' -c recovery_target_timeline=$target" start >&2 && return 0
+  done
+  return 1
 }
 
 serve_as_primary() {
   apply_roles
   wait_for_own_dns
   repmgr -f "$CONF" primary register --force >&2
+  # As repmgr's own promotion does: the members registered as primary before are former
+  # primaries, and a standby registering later must find this one as its upstream.
+  psql -X -q -d repmgr -c "UPDATE repmgr.nodes SET active = false
+    WHERE type = 'primary' AND active AND node_id <> $PG_NODE_ID" >&2
   ensure_stanza
 }
 
@@ -286,7 +332,9 @@ system_id_of_primary() { sql_peer "$1" "SELECT system_identifier FROM pg_control
 
 clone_from() {  # clone_from PRIMARY; the data directory must be empty
   log "cloning from primary $1"
+  touch "$REBUILDING"
   repmgr -f "$CONF" -h "$1" -U repmgr -d repmgr standby clone --fast-checkpoint >&2
+  rm -f "$REBUILDING"
   start_standby_of "$1"
 }
 
@@ -295,7 +343,11 @@ reclone_from() {
   local mine theirs
   mine=$(control "Database system identifier")
   theirs=$(system_id_of_primary "$1")
-  if [ -n "$theirs" ] && [ "$mine" != "$theirs" ]; then
+  if [ -z "$theirs" ]; then
+    log "primary $1 does not answer: keeping this data and deciding again"
+    return 1
+  fi
+  if [ "$mine" != "$theirs" ]; then
     log "FATAL: this data belongs to database system $mine but primary $1 runs $theirs" \
         "(a cluster bootstrapped anew?); refusing to discard it. If $1 is the cluster to keep:" \
         "ansible-playbook site.yml -e postgres_repmgr_reclone=$PG_NODE_NAME"
@@ -305,15 +357,20 @@ reclone_from() {
 }
 
 discard_and_clone() {  # discard_and_clone PRIMARY
+  set_data_aside
+  clone_from "$1"
+}
+
+set_data_aside() {
   rm -rf "$DIVERGED"
   if [ "$PG_KEEP_DIVERGED" = 1 ]; then
-    log "moving the diverged data directory to $DIVERGED"
+    log "moving the data directory to $DIVERGED"
     mv "$PGDATA" "$DIVERGED"
   else
     rm -rf "$PGDATA"
   fi
   mkdir -m 0700 "$PGDATA"
-  clone_from "$1"
+  rm -f "$REBUILDING"
 }
 
 # Follow PRIMARY: start as is when on its timeline, else (or when that does not stream)
@@ -328,7 +385,9 @@ rejoin() {  # rejoin PRIMARY PRIMARY_TIMELINE
   make_clean || true
   checkpoint_on "$primary" "$primary_tl"
   log "rewinding to $primary (timeline $(own_timeline) -> $primary_tl)"
+  touch "$REBUILDING"
   if pg_rewind --target-pgdata="$PGDATA" --source-server="host=$primary port=5432 user=repmgr dbname=postgres" >&2; then
+    rm -f "$REBUILDING"
     point_config_outside_datadir
     start_standby_of "$primary" && return 0
   else
@@ -364,7 +423,11 @@ reclone_requested() {
 }
 
 startup() {
-  local found primary tl peers_tl
+  local found primary tl former_primary=0 waiting_since need
+  if [ -e "$REBUILDING" ] && [ -s "$PGDATA/PG_VERSION" ]; then
+    log "a rewind or clone of this data directory was cut short: it is not trusted again"
+    set_data_aside
+  fi
   if reclone_requested && [ -s "$PGDATA/PG_VERSION" ]; then
     if found=$(find_other_primary); then
       read -r primary _ <<<"$found"
@@ -385,7 +448,7 @@ startup() {
       initdb -D "$PGDATA" -U postgres --auth-local=peer --auth-host=scram-sha-256 \
         --data-checksums --encoding=UTF8 --locale=C.UTF-8 >&2
       point_config_outside_datadir
-      start_as_primary
+      become_primary
       return
     fi
     read -r primary _ <<<"$(wait_for_primary)"
@@ -399,36 +462,39 @@ startup() {
     return
   fi
 
-  if [ ! -f "$PGDATA/standby.signal" ] && ! found=$(find_other_primary); then
+  [ -f "$PGDATA/standby.signal" ] || former_primary=1
+  if [ "$former_primary" = 1 ] && ! find_other_primary >/dev/null; then
     # A former primary: repmgrd on the standbys may be promoting one right now.
     log "former primary data: waiting ${FAILOVER_HOLDOFF}s for a failover in progress"
     sleep "$FAILOVER_HOLDOFF"
   fi
+  waiting_since=$SECONDS
   while :; do
     if found=$(find_other_primary); then
       read -r primary tl <<<"$found"
       if [ "$tl" -lt "$(own_timeline)" ]; then
         # The other primary is the stale one: it fences itself once this node is primary.
-        if [ ! -f "$PGDATA/standby.signal" ]; then
-          log "$primary is primary on timeline $tl, older than this node's $(own_timeline): starting as primary"
-          start_as_primary
+        if [ "$former_primary" = 1 ]; then
+          log "$primary is primary on timeline $tl, older than this node's $(own_timeline): becoming primary"
+          become_primary
           return
         fi
         log "$primary is primary on timeline $tl, older than this node's $(own_timeline); waiting"
       else
+        pg_running && stop_pg
         rejoin "$primary" "$tl" || { log "could not rejoin $primary"; exit 1; }
         return
       fi
-    elif [ ! -f "$PGDATA/standby.signal" ]; then
-      peers_tl=$(peers_max_timeline)
-      if [ "$peers_tl" -le "$(own_timeline)" ]; then
-        log "former primary data and no other primary: starting as primary"
-        start_as_primary
+    elif ! serve_waiting; then
+      log "this data does not start even as a standby: waiting for a primary to re-clone from"
+    else
+      need=$MAJORITY
+      [ $(( SECONDS - waiting_since )) -ge "$ELECTION_WAIT_FOR_ALL" ] || need=$(wc -w <<<"$PG_NODES")
+      if most_advanced "$need" ties=lowest; then
+        log "no primary, and this member is the most advanced of those that answer: becoming primary"
+        become_primary
         return
       fi
-      log "a peer is on timeline $peers_tl, newer than this node's $(own_timeline): not starting as primary"
-    else
-      log "standby data: waiting for a primary among: $PG_NODES"
     fi
     sleep 2
   done
