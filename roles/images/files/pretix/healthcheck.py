@@ -56,8 +56,24 @@ def main():
             # No successful run yet: the start period covers the first one.
             return 1
         return 0 if time.time() - last < 3 * interval + 300 else 1
-    # worker and one-shot modes: the process being alive is what Swarm needs;
-    # a broker outage makes celery exit, which Swarm then restarts.
+    if mode == "worker":
+        return worker_health()
+    # One-shot modes: the process being alive is what Swarm needs.
+    return 0
+
+
+def worker_health():
+    """Unhealthy when the consumer's heartbeat (boxoffice_worker_settings) is older than the
+    bound: a broker failover pauses it for seconds, a dead consumer for good."""
+    bound = 90
+    try:
+        age = time.time() - os.stat("/tmp/pretix-worker-heartbeat").st_mtime
+    except OSError:
+        print("no consumer heartbeat yet", file=sys.stderr)
+        return 1
+    if age > bound:
+        print(f"the consumer's last heartbeat is {age:.0f} s old (bound {bound} s)", file=sys.stderr)
+        return 1
     return 0
 
 
