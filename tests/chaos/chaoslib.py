@@ -123,9 +123,15 @@ class LocalEngine:
         self.client.api.remove_volume(volume, force=True)
 
     def service_log(self, service, since):
-        """The service's log lines since the Unix time `since`."""
-        return b''.join(self.client.api.service_logs(service, stdout=True, stderr=True, since=int(since))
-                        ).decode(errors='replace').splitlines()
+        """The service's log lines since the Unix time `since`, read from its task containers,
+        oldest first: the engine's service log stream can stay open for ever once a task's
+        container was killed."""
+        containers = self.client.containers.list(
+            all=True, filters={'label': 'com.docker.swarm.service.name=' + service})
+        lines = []
+        for container in sorted(containers, key=lambda c: c.attrs['Created']):
+            lines += container.logs(stdout=True, stderr=True, since=int(since)).decode(errors='replace').splitlines()
+        return lines
 
     def partition_task(self, task, network):
         """Cut the task's container off an overlay network (a partition of that member)."""

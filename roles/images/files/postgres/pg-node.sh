@@ -143,7 +143,7 @@ control() {  # control FIELD -> value of a pg_controldata field
 own_timeline() {
   local max segment tl
   max=$(control "Latest checkpoint's TimeLineID")
-  tl=$(control "Minimum recovery ending loc's timeline")
+  tl=$(control "Min recovery ending loc's timeline")
   [ "$tl" -gt "$max" ] && max=$tl
   for segment in "$PGDATA"/pg_wal/*; do
     segment=${segment##*/}
