@@ -42,6 +42,28 @@ def probe_web_task(docker_client, image, server):
     return int(output.rsplit('rc=', 1)[1]), output
 
 
+@pytest.mark.parametrize('age, healthy', [(None, False), (5, True), (120, False)],
+                         ids=['no-heartbeat', 'fresh-heartbeat', 'stale-heartbeat'])
+def test_worker_healthcheck_reads_the_consumer_heartbeat(docker_client, pretix_image, age, healthy):
+    """A worker is healthy only while its consumer's heartbeat file is younger than 90 s."""
+    script = 'echo worker > /tmp/pretix-mode\n'
+    if age is not None:
+        script += 'touch -d "-%d seconds" /tmp/pretix-worker-heartbeat\n' % age
+    script += '%s; echo "rc=$?"' % PROBE
+    output = docker_client.containers.run(pretix_image, ['-c', script], entrypoint='/bin/sh', remove=True,
+                                          network_mode='none', stderr=True).decode()
+    assert (int(output.rsplit('rc=', 1)[1]) == 0) is healthy, output
+
+
+def test_the_deployed_worker_beats(docker_client):
+    """The running worker's consumer rewrites its heartbeat (every 2 s), so its probe passes."""
+    workers = docker_client.containers.list(filters={'label': 'com.docker.swarm.service.name=pretix-worker'})
+    assert workers, 'no running pretix-worker container'
+    age = workers[0].exec_run(['sh', '-c', 'echo $(( $(date +%s) - $(stat -c %Y /tmp/pretix-worker-heartbeat) ))'])
+    assert age.exit_code == 0 and int(age.output) < 30, age.output
+    assert workers[0].exec_run([PROBE]).exit_code == 0
+
+
 @pytest.mark.parametrize('server, healthy, says', [
     (SATURATED, True, 'busy'),
     (FAILING, False, '503'),
