@@ -110,13 +110,17 @@ sync_names() {
 }
 
 # archive_mode=on archives on the primary only; a promoted standby carries on into the same
-# repository from its promotion (with the new timeline's history file).
+# repository from its promotion (with the new timeline's history file). A promotion also
+# archives the old timeline's last segment as <segment>.partial, which recovery never reads;
+# two promotions off the same timeline (a new primary killed, another member elected) write
+# the same name with other contents, and pgBackRest refuses the second for good. A refused
+# .partial is therefore dropped, or archiving would stop there and pg_wal fill up.
 write_runtime_conf() {  # write_runtime_conf SYNCHRONOUS_STANDBY_NAMES
   {
     echo "synchronous_standby_names = '$1'"
     if [ -n "$PGBACKREST_STANZA" ]; then
       echo "archive_mode = on"
-      echo "archive_command = 'pgbackrest --stanza=$PGBACKREST_STANZA archive-push %p'"
+      echo "archive_command = 'pgbackrest --stanza=$PGBACKREST_STANZA archive-push %p || case %f in *.partial) exit 0;; *) exit 1;; esac'"
       echo "archive_timeout = ${PG_ARCHIVE_TIMEOUT}s"
     fi
   } >"$RUNTIME_CONF.new"
