@@ -53,17 +53,6 @@ find_other_primary() {
   [ -n "$best" ] && echo "$best $best_tl"
 }
 
-# Highest timeline any reachable other node is on (0 when none answers).
-peers_max_timeline() {
-  local node tl max=0
-  for node in $PG_NODES; do
-    [ "$node" = "$PG_NODE_NAME" ] && continue
-    read -r _ tl _ <<<"$(peer_state "$node")" || true
-    [ -n "$tl" ] && [ "$tl" -gt "$max" ] && max=$tl
-  done
-  echo "$max"
-}
-
 lsn_value() {  # lsn_value 1A/2B3C -> a comparable integer
   echo $(( (16#${1%/*} << 32) + 16#${1#*/} ))
 }

@@ -63,7 +63,8 @@ STREAM_GRACE=${PG_STREAM_GRACE_SECS:-45}
 # With no primary, members wait this long for every member to answer before a majority may
 # elect: after a full restart the former primary answers only after its hold-off.
 ELECTION_WAIT_FOR_ALL=$(( FAILOVER_HOLDOFF + 15 ))
-MAJORITY=$(( $(wc -w <<<"$PG_NODES") / 2 + 1 ))
+MEMBER_COUNT=$(wc -w <<<"$PG_NODES")
+MAJORITY=$(( MEMBER_COUNT / 2 + 1 ))
 
 # Every start of PostgreSQL (by this script or by repmgr during follow) logs into one FIFO
 # drained to the container's stdout; repmgr reads its commands' output through pipes that
@@ -422,12 +423,23 @@ wait_for_primary() {  # prints "<node> <timeline>"
   echo "$found"
 }
 
+# Highest timeline any reachable other node is on (0 when none answers).
+peers_max_timeline() {
+  local node tl max=0
+  for node in $PG_NODES; do
+    [ "$node" = "$PG_NODE_NAME" ] && continue
+    read -r _ tl _ <<<"$(peer_state "$node")" || true
+    [ -n "$tl" ] && [ "$tl" -gt "$max" ] && max=$tl
+  done
+  echo "$max"
+}
+
 reclone_requested() {
   [ -n "${PG_RECLONE_REQUEST:-}" ] && [ "$(cat "$RECLONE_DONE" 2>/dev/null)" != "$PG_RECLONE_REQUEST" ]
 }
 
 startup() {
-  local found primary tl former_primary=0 waiting_since need
+  local found primary tl own_tl former_primary=0 waiting_since need
   if [ -e "$REBUILDING" ] && [ -s "$PGDATA/PG_VERSION" ]; then
     log "a rewind or clone of this data directory was cut short: it is not trusted again"
     set_data_aside
@@ -476,14 +488,15 @@ startup() {
   while :; do
     if found=$(find_other_primary); then
       read -r primary tl <<<"$found"
-      if [ "$tl" -lt "$(own_timeline)" ]; then
+      own_tl=$(own_timeline)
+      if [ "$tl" -lt "$own_tl" ]; then
         # The other primary is the stale one: it fences itself once this node is primary.
         if [ "$former_primary" = 1 ]; then
-          log "$primary is primary on timeline $tl, older than this node's $(own_timeline): becoming primary"
+          log "$primary is primary on timeline $tl, older than this node's $own_tl: becoming primary"
           become_primary
           return
         fi
-        log "$primary is primary on timeline $tl, older than this node's $(own_timeline); waiting"
+        log "$primary is primary on timeline $tl, older than this node's $own_tl; waiting"
       else
         pg_running && stop_pg
         rejoin "$primary" "$tl" || { log "could not rejoin $primary"; exit 1; }
@@ -493,7 +506,7 @@ startup() {
       log "this data does not start even as a standby: waiting for a primary to re-clone from"
     else
       need=$MAJORITY
-      [ $(( SECONDS - waiting_since )) -ge "$ELECTION_WAIT_FOR_ALL" ] || need=$(wc -w <<<"$PG_NODES")
+      [ $(( SECONDS - waiting_since )) -ge "$ELECTION_WAIT_FOR_ALL" ] || need=$MEMBER_COUNT
       if most_advanced "$need" ties=lowest; then
         log "no primary, and this member is the most advanced of those that answer: becoming primary"
         become_primary

@@ -15,7 +15,7 @@ consumer died while the process lives on (a broker error celery does not treat a
 connection, e.g. NOREPLICAS from a Redis master cut off from its replicas) stops beating, turns
 unhealthy and is restarted by Swarm, instead of leaving every checkout waiting for it.
 """
-import os
+import pathlib
 
 from celery.signals import heartbeat_sent, task_prerun
 from django.db import close_old_connections
@@ -38,9 +38,7 @@ HEARTBEAT_FILE = "/tmp/pretix-worker-heartbeat"
 
 
 def _beat(**_kwargs):
-    with open(HEARTBEAT_FILE, "a", encoding="ascii"):
-        pass
-    os.utime(HEARTBEAT_FILE)
+    pathlib.Path(HEARTBEAT_FILE).touch()
 
 
 heartbeat_sent.connect(_beat, weak=False)
