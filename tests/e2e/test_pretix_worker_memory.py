@@ -52,21 +52,15 @@ def run_worker(docker_client, unique_name):
     network.remove()
 
 
-def pool_processes(worker):
-    """PID -> command line of the Celery processes (the main process and its pool)."""
-    return {pid: command for pid, _, command in celery_processes(worker)}
-
-
 def celery_processes(worker):
+    """PID -> (parent PID, command line) of the Celery processes (the main process and its pool)."""
     top = worker.top(ps_args='-o pid,ppid,args')
-    return [row for row in top['Processes'] if 'celery' in row[2]]
+    return {pid: (parent, command) for pid, parent, command in top['Processes'] if 'celery' in command}
 
 
-def main_process(worker):
+def main_process(processes):
     """The Celery process whose parent is not Celery. PIDs wrap, so the lowest is not it."""
-    processes = celery_processes(worker)
-    pids = {pid for pid, _, _ in processes}
-    [main] = [pid for pid, parent, _ in processes if parent not in pids]
+    [main] = [pid for pid, (parent, _) in processes.items() if parent not in processes]
     return main
 
 
@@ -79,27 +73,26 @@ def send_three_tasks(worker):
 
 def test_a_process_past_the_bound_is_replaced_and_tasks_go_on(run_worker):
     worker = run_worker({'PRETIX_WORKER_MAX_MEMORY_PER_CHILD': '1'})
-    before = pool_processes(worker)
-    main_before = main_process(worker)
+    before = celery_processes(worker)
     send_three_tasks(worker)
     wait_for(lambda: worker.logs().decode().count(RECYCLED) == 3, timeout=60,
              message='each of the 3 tasks to end with its pool process replaced')
     def full_pool():
-        processes = pool_processes(worker)
+        processes = celery_processes(worker)
         return len(processes) == 3 and processes
 
     # The replaced processes are started again: the main process and a full pool of 2.
     after = wait_for(full_pool, timeout=60, message='the pool to be full again')
-    assert main_process(worker) == main_before, (before, after)
+    assert main_process(after) == main_process(before), (before, after)
     # Each task ran in a process that then exited, so one that was there before has gone.
     assert set(before) - set(after), (before, after)
 
 
 def test_the_default_bound_leaves_a_small_process_in_place(run_worker):
     worker = run_worker({})
-    before = pool_processes(worker)
+    before = celery_processes(worker)
     assert all('--max-memory-per-child %d' % DEFAULT_BOUND_KIB in command
-               for command in before.values()), before
+               for _, command in before.values()), before
     send_three_tasks(worker)
     assert RECYCLED not in worker.logs().decode()
-    assert pool_processes(worker) == before
+    assert celery_processes(worker) == before
