@@ -5,9 +5,6 @@
 # nginx-exporter or blackbox-exporter; FLAGS go to its binary and must include its
 # web.listen-address (-web.listen-address=:PORT or --web.listen-address=:PORT), the one address
 # the healthcheck probes.
-#   MONITORING_SECRETS  space-separated "VAR=secretfile" pairs: each file under /run/secrets is
-#                       exported as VAR to the component only (redis-exporter's REDIS_PASSWORD);
-#                       the service definition carries no password.
 # Prometheus discovers the swarm's tasks through a manager's Docker socket, mounted at
 # /var/run/docker.sock; it reads it with the socket's group, whatever gid the host gave it.
 set -euo pipefail
@@ -32,15 +29,6 @@ if [ -z "$port" ]; then
   exit 64
 fi
 echo "$port" > /tmp/healthcheck-port
-
-for pair in ${MONITORING_SECRETS:-}; do
-  var=${pair%%=*} file=/run/secrets/${pair#*=}
-  if [ ! -r "$file" ]; then
-    echo "entrypoint: secret $file for $var is missing or unreadable" >&2
-    exit 1
-  fi
-  export "$var=$(cat "$file")"
-done
 
 groups=prometheus
 [ -S /var/run/docker.sock ] && groups=$groups,$(stat -c %g /var/run/docker.sock)
