@@ -17,7 +17,8 @@ from conftest import REPO_ROOT
 BIN = os.path.dirname(sys.executable)
 NAMES = ['pg_superuser_password', 'pg_repmgr_password', 'pg_pretix_password', 'pg_pgpool_password',
          'redis_password', 'redis_proxy_stats_password', 'pretix_django_secret',
-         'pretix_metrics_passphrase', 'pretix_admin_password', 'pretix_api_token']
+         'pretix_metrics_passphrase', 'pretix_admin_password', 'pretix_api_token',
+         'monitoring_ui_password']
 FAKE_DOCKER = '''#!/bin/sh
 # docker secret ls --format '{{json .}}' of a swarm described by $FAKE_SWARM (absent: no engine).
 [ -f "$FAKE_SWARM" ] || { echo "Cannot connect to the Docker daemon" >&2; exit 1; }
