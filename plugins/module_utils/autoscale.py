@@ -168,7 +168,8 @@ def scale_up_limit(current, step, percent):
 def decide(current, metric, history, now, settings):
     """One autoscaling decision; see the module docstring for the rules.
 
-    metric is the query's value, or None when it gave none (then nothing is decided). history is
+    metric is the query's value, or None when there is none to use (then nothing is decided;
+    the caller says why). history is
     read_history()'s list, now the clock in Unix seconds, settings as check_settings() takes them.
     Returns a dict: ratio, recommendation, desired, applied (the replica count to set), reason
     (one line for people) and history (the list to record, or None when nothing is recorded).
@@ -176,7 +177,7 @@ def decide(current, metric, history, now, settings):
     decision = dict(current=current, metric=metric, ratio=None, recommendation=None,
                     desired=current, applied=current, history=None)
     if metric is None:
-        return dict(decision, reason='no metric, so no decision: %d replicas kept' % current)
+        return dict(decision, reason='no decision, %d replicas kept' % current)
     if current == 0:
         return dict(decision, reason='the service runs 0 replicas, stopped on purpose: it is left '
                                      'alone until it runs at least one')

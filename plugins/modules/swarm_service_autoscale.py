@@ -31,8 +31,10 @@ description:
     runs that share nothing else, such as AWX jobs in fresh containers.
   - Scales nothing when the query returns no sample, NaN or an infinity (RV(reason) says so), and
     then records nothing either; nor when the service runs 0 replicas, which means it was stopped
-    on purpose. Fails with nothing changed when Prometheus cannot be reached or refuses the query,
-    when the query returns more than one sample, and on settings the rules cannot work with.
+    on purpose; nor while Swarm is still rolling out, or has paused, an update of the service,
+    because any spec written then would become the one a rollback returns to.
+  - Fails with nothing changed when Prometheus cannot be reached or refuses the query, when the
+    query returns more than one sample, and on settings the rules cannot work with.
   - Every decision is written to the managed host's log (syslog or journal) with its inputs.
   - Must run on a Swarm manager (or point O(docker_host) at one).
 author:
@@ -293,6 +295,9 @@ from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services im
 
 SETTINGS = ('target', 'tolerance', 'min_replicas', 'max_replicas', 'scale_up_max_step',
             'scale_up_max_percent', 'scale_down_stabilization')
+# Update states in which Swarm has not settled the service's last change. Any spec written then,
+# if only a label, becomes the PreviousSpec that a rollback returns to, so nothing is written.
+UNSETTLED_UPDATE_STATES = ('updating', 'paused', 'rollback_started', 'rollback_paused')
 
 
 def query_metric(params):
@@ -341,7 +346,12 @@ def autoscale(module, client, result):
     history, warning = read_history(labels.get(HISTORY_LABEL), now, current)
     if warning:
         module.warn(warning)
-    metric, missing = query_metric(params)
+    update_state = (service.get('UpdateStatus') or {}).get('State')
+    if update_state in UNSETTLED_UPDATE_STATES:
+        metric, missing = None, ('the service\'s update is %s, and a change now would become what a '
+                                 'rollback returns to' % update_state)
+    else:
+        metric, missing = query_metric(params)
     decision = decide(current, metric, history, now, settings)
     recorded = history if decision['history'] is None else decision['history']
     result.update(

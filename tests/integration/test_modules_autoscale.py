@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import run_ansible_module, running_task_count
+from conftest import run_ansible_module, running_task_count, wait_for
 
 MODULE = 'boxoffice.pretix.swarm_service_autoscale'
 HISTORY_LABEL = 'boxoffice.autoscale.recommendations'
@@ -139,8 +139,8 @@ def test_check_mode_reports_the_decision_and_changes_nothing(docker_client, busy
 
 
 @pytest.mark.parametrize('answer, reason', [
-    (None, 'the query returned no sample: no metric, so no decision: 2 replicas kept'),
-    ('NaN', 'the query returned NaN: no metric, so no decision: 2 replicas kept'),
+    (None, 'the query returned no sample: no decision, 2 replicas kept'),
+    ('NaN', 'the query returned NaN: no decision, 2 replicas kept'),
 ])
 def test_missing_data_scales_nothing_and_records_nothing(docker_client, busybox_service, prometheus_stub,
                                                          answer, reason):
@@ -155,6 +155,32 @@ def test_missing_data_scales_nothing_and_records_nothing(docker_client, busybox_
     assert result['reason'] == reason
     assert (result['metric'], result['applied_replicas']) == (None, 2)
     assert inspect(docker_client, service_id)['Version']['Index'] == version
+
+
+def test_nothing_is_written_during_a_rolling_update(docker_client, busybox_service, prometheus_stub):
+    """A spec written mid-update would become the PreviousSpec that Swarm rolls back to."""
+    service_id, name = busybox_service(replicas=2)
+    service = inspect(docker_client, service_id)
+    template = service['Spec']['TaskTemplate']
+    template['ContainerSpec']['Command'] = ['sleep', '86401']
+    # One task at a time with a minute between them: the update stays `updating` for the test.
+    docker_client.api.update_service(
+        service_id, service['Version']['Index'], task_template=template, name=name,
+        mode=service['Spec']['Mode'], endpoint_spec=service['Spec'].get('EndpointSpec'),
+        update_config={'Parallelism': 1, 'Delay': 60 * 10 ** 9, 'Monitor': 10 ** 9, 'FailureAction': 'pause'})
+    wait_for(lambda: (inspect(docker_client, service_id).get('UpdateStatus') or {}).get('State') == 'updating',
+             timeout=60, message='the rolling update of %s to start' % name)
+    prometheus_stub.value = 3.0
+
+    result = run_ansible_module(MODULE, args(prometheus_stub, name))
+
+    assert result['rc'] == 0, result
+    assert result['changed'] is False
+    assert result['reason'].startswith("the service's update is updating"), result['reason']
+    assert prometheus_stub.queries == []
+    # Swarm itself writes the service's UpdateStatus meanwhile, so the spec is compared, not its version.
+    assert replicas_of(docker_client, service_id) == 2
+    assert history_of(docker_client, service_id) is None
 
 
 @pytest.mark.parametrize('overrides, message', [

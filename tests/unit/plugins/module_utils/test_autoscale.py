@@ -156,7 +156,7 @@ def test_history_labels_keep_the_other_labels():
 def test_missing_metric_decides_nothing_and_records_nothing():
     decision = au.decide(3, None, [(NOW - 10, 7)], NOW, settings())
     assert (decision['applied'], decision['recommendation'], decision['history']) == (3, None, None)
-    assert decision['reason'] == 'no metric, so no decision: 3 replicas kept'
+    assert decision['reason'] == 'no decision, 3 replicas kept'
 
 
 def test_a_service_at_zero_replicas_is_left_alone():
