@@ -76,11 +76,11 @@ def check_settings(settings):
 
 
 def metric_from_response(answer):
-    """The value of a Prometheus /api/v1/query answer (parsed JSON), or (None, why) without one.
+    """The value of a Prometheus /api/v1/query answer (parsed JSON): (value, None), or
+    (None, why) for missing data, on which nothing may be scaled: no sample, NaN or an infinity.
 
-    Returns (value, None) or (None, reason). A query that returns no sample, or NaN or an
-    infinity, is missing data, on which nothing may be scaled. An error answer, a range vector
-    or more than one sample is a mistake in the query and raises AutoscaleError.
+    An error answer, a range vector or more than one sample is a mistake in the query and
+    raises AutoscaleError.
     """
     if not isinstance(answer, dict) or answer.get('status') != 'success':
         if isinstance(answer, dict) and answer.get('error'):
@@ -169,8 +169,8 @@ def decide(current, metric, history, now, settings):
     """One autoscaling decision; see the module docstring for the rules.
 
     metric is the query's value, or None when there is none to use (then nothing is decided;
-    the caller says why). history is
-    read_history()'s list, now the clock in Unix seconds, settings as check_settings() takes them.
+    the caller says why). history is read_history()'s list, now the clock in Unix seconds,
+    settings as check_settings() takes them.
     Returns a dict: ratio, recommendation, desired, applied (the replica count to set), reason
     (one line for people) and history (the list to record, or None when nothing is recorded).
     """
