@@ -58,7 +58,7 @@ attributes:
       - The decision depends on the metric and on the time (the stabilisation window), so a second
         run may scale again when either has moved.
       - Outside check mode every run that decides records its recommendation in the history label;
-        that bookkeeping is not reported as a change, RV(changed) says whether the replica count
+        that bookkeeping is not reported as a change, and C(changed) says whether the replica count
         changed.
 options:
   name:
