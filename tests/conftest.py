@@ -4,13 +4,16 @@ Everything a test creates is named with the `bxtest-` prefix (see `unique_name`)
 teardown, because the Docker daemon is shared with other engineers and other test runs.
 """
 
+import http.server
 import io
 import json
 import os
 import subprocess
 import sys
 import tarfile
+import threading
 import time
+import urllib.parse
 import uuid
 
 import docker
@@ -294,3 +297,59 @@ def run_playbook(*args, timeout=900):
 def ansible_module():
     """The run_ansible_module helper as a fixture, for tests outside this directory."""
     return run_ansible_module
+
+
+class PrometheusStub(http.server.ThreadingHTTPServer):
+    """Prometheus' instant-query API (GET /api/v1/query) on loopback, answering what the test sets.
+
+    Stands in for Prometheus where a test needs a metric it controls, through the same HTTP
+    and JSON as the real server. `value` is the one sample of the vector it returns, a number or
+    Prometheus' text for one ('NaN', '+Inf'); None returns an empty vector. `status` and `body`
+    replace the answer when set. `queries` lists the PromQL it was asked, and `auth` the
+    Authorization headers that came with them.
+    """
+
+    def __init__(self):
+        super().__init__(('127.0.0.1', 0), PrometheusStubHandler)
+        self.url = 'http://127.0.0.1:%d' % self.server_address[1]
+        self.value = None
+        self.status = 200
+        self.body = None
+        self.queries = []
+        self.auth = []
+
+    def answer(self):
+        if self.body is not None:
+            return self.body
+        result = [] if self.value is None else [
+            {'metric': {}, 'value': [time.time(), str(self.value)]}]
+        return json.dumps({'status': 'success', 'data': {'resultType': 'vector', 'result': result}})
+
+
+class PrometheusStubHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def do_GET(self):  # noqa: N802  (http.server's naming)
+        url = urllib.parse.urlsplit(self.path)
+        if url.path != '/api/v1/query':
+            self.send_error(404)
+            return
+        self.server.queries.append(urllib.parse.parse_qs(url.query).get('query', [''])[0])
+        self.server.auth.append(self.headers.get('Authorization'))
+        body = self.server.answer().encode()
+        self.send_response(self.server.status)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def prometheus_stub():
+    """A PrometheusStub serving on 127.0.0.1 for the test; its `url` is the prometheus_url."""
+    server = PrometheusStub()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()

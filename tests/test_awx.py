@@ -55,7 +55,7 @@ def test_job_templates_cover_the_operations():
     names = [t['name'] for t in TEMPLATES]
     assert len(names) == len(set(names))
     playbooks = [os.path.basename(t['playbook']) for t in TEMPLATES]
-    assert playbooks == ['site.yml', 'scale.yml', 'heal.yml', 'loadtest.yml', 'teardown.yml',
+    assert playbooks == ['site.yml', 'scale.yml', 'heal.yml', 'autoscale.yml', 'loadtest.yml', 'teardown.yml',
                          'backup.yml', 'backup.yml', 'backup_check.yml', 'restore.yml']
 
 
@@ -148,6 +148,20 @@ def test_heal_runs_every_five_minutes():
     second = rule.after(first)
     third = rule.after(second)
     assert [(second - first).total_seconds(), (third - second).total_seconds()] == [300, 300]
+
+
+def test_autoscale_runs_every_minute_once_enabled():
+    """Off by default: without a Prometheus URL in the inventory every run would fail."""
+    by_template = {t['name']: t for t in TEMPLATES}
+    [schedule] = [s for s in AWX_VARS['awx_schedules']
+                  if by_template[s['job_template']]['playbook'].endswith('autoscale.yml')]
+    assert schedule['enabled'] is False
+    rule = parse_rrule(schedule['rrule'])
+    first = rule.after(datetime.datetime(2026, 6, 1, 12, 0, 30, tzinfo=datetime.timezone.utc))
+    assert (rule.after(first) - first).total_seconds() == 60
+    # A run waits for new replicas at most autoscale_timeout; the job's limit must leave room for it.
+    defaults = load('roles/autoscale/defaults/main.yml')
+    assert by_template[schedule['job_template']]['timeout'] > defaults['autoscale_timeout']
 
 
 def installed_collection_version(fqcn):

@@ -22,7 +22,8 @@ def test_ansible_test_sanity_passes():
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-6000:]
 
 
-@pytest.mark.parametrize('module', ['swarm_service_scale', 'swarm_service_heal', 'swarm_service_wait'])
+@pytest.mark.parametrize('module', ['swarm_service_scale', 'swarm_service_heal', 'swarm_service_wait',
+                                    'swarm_service_autoscale'])
 def test_module_docs_render(module):
     proc = subprocess.run([os.path.join(ANSIBLE_BIN, 'ansible-doc'), 'boxoffice.pretix.%s' % module],
                           cwd=REPO_ROOT, capture_output=True, text=True, check=False)

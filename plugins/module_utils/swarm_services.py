@@ -280,6 +280,35 @@ def list_services(client):
     return client.api.services()
 
 
+def replicated_services(client, names, stack, action):
+    """The inspected services named (<stack>_<name> with a stack), in the order asked.
+
+    Refuses the whole request if any one is unknown or not replicated, so nothing is changed
+    before every service is known to fit; action names what the caller was going to do.
+    """
+    by_name = dict((svc['Spec']['Name'], svc) for svc in list_services(client))
+    prefix = '%s_' % stack if stack else ''
+    wanted = [prefix + name for name in names]
+    unknown = [name for name in wanted if name not in by_name]
+    if unknown:
+        existing = sorted(name for name in by_name if name.startswith(prefix))
+        raise SwarmError('Unknown service(s): %s. Existing services%s: %s. Nothing was changed.'
+                         % (', '.join(unknown), ' in stack %s' % stack if prefix else '',
+                            ', '.join(existing) or 'none'))
+    not_replicated = ['%s (%s)' % (name, service_mode(by_name[name]['Spec'])[0])
+                      for name in wanted if service_mode(by_name[name]['Spec'])[0] != 'replicated']
+    if not_replicated:
+        raise SwarmError('Only replicated services can be %s; refusing %s. Nothing was changed.'
+                         % (action, ', '.join(not_replicated)))
+    return [by_name[name] for name in wanted]
+
+
+def engine_now(client):
+    """The engine's clock, which stamped the tasks; this host's clock if the engine's is unreadable."""
+    return (parse_timestamp(client.api.info().get('SystemTime'))
+            or datetime.datetime.now(datetime.timezone.utc))
+
+
 def ready_node_ids(client):
     return set(node['ID'] for node in client.api.nodes()
                if (node.get('Status') or {}).get('State') == 'ready')

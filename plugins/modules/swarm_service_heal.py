@@ -231,6 +231,7 @@ from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services im
     SwarmError,
     count_running,
     desired_tasks,
+    engine_now,
     get_client,
     list_services,
     parse_timestamp,
@@ -474,12 +475,6 @@ def redeploy(client, service):
     spec = service['Spec']
     spec['TaskTemplate']['ForceUpdate'] = int(spec['TaskTemplate'].get('ForceUpdate') or 0) + 1
     update_service_spec(client, service, spec)
-
-
-def engine_now(client):
-    """The engine's clock, which stamped the tasks; this host's clock if the engine's is unreadable."""
-    return (parse_timestamp(client.api.info().get('SystemTime'))
-            or datetime.datetime.now(datetime.timezone.utc))
 
 
 def heal(module, client):

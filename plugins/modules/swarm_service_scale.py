@@ -166,8 +166,8 @@ from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services im
     SwarmError,
     count_running,
     get_client,
-    list_services,
     ready_node_ids,
+    replicated_services,
     service_mode,
     service_tasks,
     swarm_module,
@@ -188,25 +188,6 @@ def validate_request(params):
                          % (replicas, low, 'unbounded' if high is None else high))
     if not params['name']:
         raise SwarmError('name must list at least one service.')
-
-
-def resolve_services(client, params):
-    """Find every requested service, refusing the whole request if any one is unusable."""
-    by_name = dict((svc['Spec']['Name'], svc) for svc in list_services(client))
-    prefix = '%s_' % params['stack'] if params['stack'] else ''
-    wanted = [prefix + name for name in params['name']]
-    unknown = [name for name in wanted if name not in by_name]
-    if unknown:
-        existing = sorted(name for name in by_name if name.startswith(prefix))
-        raise SwarmError('Unknown service(s): %s. Existing services%s: %s. Nothing was changed.'
-                         % (', '.join(unknown), ' in stack %s' % params['stack'] if prefix else '',
-                            ', '.join(existing) or 'none'))
-    not_replicated = ['%s (%s)' % (name, service_mode(by_name[name]['Spec'])[0])
-                      for name in wanted if service_mode(by_name[name]['Spec'])[0] != 'replicated']
-    if not_replicated:
-        raise SwarmError('Only replicated services can be scaled; refusing %s. Nothing was changed.'
-                         % ', '.join(not_replicated))
-    return [by_name[name] for name in wanted]
 
 
 def scale(module, client, services, results):
@@ -245,7 +226,8 @@ def main():
     try:
         validate_request(module.params)
         client = get_client(module.params)
-        scale(module, client, resolve_services(client, module.params), results)
+        services = replicated_services(client, module.params['name'], module.params['stack'], 'scaled')
+        scale(module, client, services, results)
     except (SwarmError, DockerException) as exc:
         module.fail_json(msg=str(exc), services=results, changed=any(r['changed'] for r in results))
 

@@ -105,12 +105,16 @@ def test_nightly_site_twice_in_a_fresh_home_changes_nothing(awx):
     ('boxoffice backup check', 'successful'),
     # The survey's default is no confirmation: refused, nothing changed.
     ('boxoffice restore', 'failed'),
+    # No Prometheus URL in the inventory: refused, nothing changed.
+    ('boxoffice autoscale', 'failed'),
 ])
 def test_job_template(awx, name, expected):
     result, out, dummy_home = awx(name)
     assert result.status == expected, out[-6000:]
-    if name == 'boxoffice restore':
+    if expected == 'failed':
         assert all(host.get('changed', 0) == 0 for host in recap(result).values())
+    if name == 'boxoffice autoscale':
+        assert 'autoscale_prometheus_url is empty' in out, out[-6000:]
 
 
 def test_loadtest_writes_its_reports_outside_the_collection(awx):
