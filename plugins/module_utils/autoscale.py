@@ -36,6 +36,12 @@ import math
 HISTORY_LABEL = 'boxoffice.autoscale.recommendations'
 # HPA's default tolerance (--horizontal-pod-autoscaler-tolerance).
 DEFAULT_TOLERANCE = 0.1
+# The settings a decision takes (check_settings(), decide()), and the defaults of those that a
+# runner of the autoscaler may leave out: HPA's, with one run as its period.
+SETTINGS = ('target', 'tolerance', 'min_replicas', 'max_replicas', 'scale_up_max_step',
+            'scale_up_max_percent', 'scale_down_stabilization')
+DEFAULT_SETTINGS = dict(tolerance=DEFAULT_TOLERANCE, min_replicas=1, scale_up_max_step=4,
+                        scale_up_max_percent=100, scale_down_stabilization=300)
 # Numbers that are whole or on the tolerance's edge on paper are not in floating point (7 x 1.1
 # / 0.7 is 11.000000000000002, 1.1 / 1.0 - 1 is 0.10000000000000009); rounded to this many
 # places first, they neither add a replica in ceil() nor fall out of the tolerance band.

@@ -263,117 +263,18 @@ seconds:
   sample: 12.5
 '''
 
-import json
-from urllib.error import HTTPError, URLError
-from urllib.parse import urlencode
-
-from ansible.module_utils.urls import ConnectionError as UrlConnectionError, open_url
 from ansible_collections.boxoffice.pretix.plugins.module_utils.autoscale import (
-    HISTORY_LABEL,
-    DEFAULT_TOLERANCE,
+    DEFAULT_SETTINGS,
     AutoscaleError,
     check_settings,
-    decide,
-    history_labels,
-    metric_from_response,
-    read_history,
 )
+from ansible_collections.boxoffice.pretix.plugins.module_utils.autoscale_run import autoscale_service
 from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services import (
     DockerException,
     SwarmError,
-    count_running,
-    engine_now,
     get_client,
-    ready_node_ids,
-    replicated_services,
-    service_mode,
-    service_tasks,
     swarm_module,
-    update_service_spec,
-    wait_service,
 )
-
-SETTINGS = ('target', 'tolerance', 'min_replicas', 'max_replicas', 'scale_up_max_step',
-            'scale_up_max_percent', 'scale_down_stabilization')
-# Update states in which Swarm has not settled the service's last change. Any spec written then,
-# if only a label, becomes the PreviousSpec that a rollback returns to, so nothing is written.
-UNSETTLED_UPDATE_STATES = ('updating', 'paused', 'rollback_started', 'rollback_paused')
-
-
-def query_metric(params):
-    """(value, None) or (None, why) for the query; AutoscaleError when Prometheus cannot answer."""
-    base = params['prometheus_url'].rstrip('/')
-    url = '%s/api/v1/query?%s' % (base, urlencode({'query': params['query']}))
-    refused = None
-    try:
-        body = open_url(url, method='GET', headers={'Accept': 'application/json'},
-                        timeout=params['prometheus_timeout'],
-                        validate_certs=params['prometheus_validate_certs'],
-                        ca_path=params['prometheus_ca_path'],
-                        url_username=params['prometheus_username'],
-                        url_password=params['prometheus_password'],
-                        force_basic_auth=bool(params['prometheus_username'])).read()
-    except HTTPError as exc:
-        # Prometheus explains a refused query (400, 422, 503) in a JSON body; a proxy does not.
-        body, refused = exc.read(), exc
-    except (URLError, OSError, UrlConnectionError) as exc:
-        raise AutoscaleError('Cannot reach Prometheus at %s: %s. Check prometheus_url, and for '
-                             'https prometheus_ca_path. Nothing was changed.' % (base, exc))
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        if refused:
-            raise AutoscaleError('Prometheus at %s answered HTTP %d %s: check prometheus_url and, '
-                                 'behind a proxy, prometheus_username and prometheus_password. '
-                                 'Nothing was changed.' % (base, refused.code, refused.reason))
-        raise AutoscaleError('%s/api/v1/query answered something else than JSON: is prometheus_url '
-                             'the base URL of Prometheus? Nothing was changed.' % base)
-    try:
-        return metric_from_response(answer)
-    except AutoscaleError as exc:
-        raise AutoscaleError('%s Query: %s. Nothing was changed.' % (exc, params['query']))
-
-
-def autoscale(module, client, result):
-    """Decide, then apply and wait; fills result as it goes, so a failure still reports it."""
-    params = module.params
-    settings = dict((key, params[key]) for key in SETTINGS)
-    [service] = replicated_services(client, [params['name']], params['stack'], 'autoscaled')
-    spec = service['Spec']
-    current = service_mode(spec)[1]
-    now = engine_now(client).timestamp()
-    labels = dict(spec.get('Labels') or {})
-    history, warning = read_history(labels.get(HISTORY_LABEL), now, current)
-    if warning:
-        module.warn(warning)
-    update_state = (service.get('UpdateStatus') or {}).get('State')
-    if update_state in UNSETTLED_UPDATE_STATES:
-        metric, missing = None, ('the service\'s update is %s, and a change now would become what a '
-                                 'rollback returns to' % update_state)
-    else:
-        metric, missing = query_metric(params)
-    decision = decide(current, metric, history, now, settings)
-    recorded = history if decision['history'] is None else decision['history']
-    result.update(
-        name=spec['Name'], metric=metric, ratio=decision['ratio'], current_replicas=current,
-        recommendation=decision['recommendation'], desired_replicas=decision['desired'],
-        applied_replicas=decision['applied'], changed=decision['applied'] != current,
-        reason='%s: %s' % (missing, decision['reason']) if missing else decision['reason'],
-        history=[list(entry) for entry in recorded],
-        running_tasks=count_running(service_tasks(client, service['ID']), ready_node_ids(client)))
-    module.log('swarm_service_autoscale decision%s: %s' % (
-        ' (check mode, not applied)' if module.check_mode else '',
-        json.dumps(dict(settings, query=params['query'], **result), sort_keys=True)))
-
-    new_labels = history_labels(labels, decision['history'])
-    if module.check_mode or (not result['changed'] and new_labels == labels):
-        return
-    spec['Mode']['Replicated']['Replicas'] = decision['applied']
-    spec['Labels'] = new_labels
-    update_service_spec(client, service, spec)
-    if result['changed'] and params['wait']:
-        result['running_tasks'], result['seconds'] = wait_service(
-            client, service, decision['applied'], params['wait_timeout'])
 
 
 def main():
@@ -388,19 +289,26 @@ def main():
         prometheus_timeout=dict(type='int', default=30),
         query=dict(type='str', required=True),
         target=dict(type='float', required=True),
-        tolerance=dict(type='float', default=DEFAULT_TOLERANCE),
-        min_replicas=dict(type='int', default=1),
+        tolerance=dict(type='float', default=DEFAULT_SETTINGS['tolerance']),
+        min_replicas=dict(type='int', default=DEFAULT_SETTINGS['min_replicas']),
         max_replicas=dict(type='int', required=True),
-        scale_up_max_step=dict(type='int', default=4),
-        scale_up_max_percent=dict(type='int', default=100),
-        scale_down_stabilization=dict(type='int', default=300),
+        scale_up_max_step=dict(type='int', default=DEFAULT_SETTINGS['scale_up_max_step']),
+        scale_up_max_percent=dict(type='int', default=DEFAULT_SETTINGS['scale_up_max_percent']),
+        scale_down_stabilization=dict(type='int', default=DEFAULT_SETTINGS['scale_down_stabilization']),
     )
     module = swarm_module(argument_spec, required_together=[['prometheus_username', 'prometheus_password']])
 
+    def log(text):
+        module.log('swarm_service_autoscale decision%s: %s'
+                   % (' (check mode, not applied)' if module.check_mode else '', text))
+
+    # The run itself is module_utils/autoscale_run.py, which the in-swarm autoscaler service
+    # (roles/autoscale) runs too; it fills result as it goes, so a failure still reports it.
     result = dict(changed=False, seconds=0.0)
     try:
         check_settings(module.params)
-        autoscale(module, get_client(module.params), result)
+        autoscale_service(get_client(module.params), module.params, log, module.warn,
+                          module.check_mode, result)
     except (AutoscaleError, SwarmError, DockerException) as exc:
         module.fail_json(msg=str(exc), **result)
 

@@ -1,4 +1,5 @@
-"""How swarm_service_autoscale reads its metric: real HTTP to a Prometheus API on loopback
+"""How swarm_service_autoscale and the in-swarm autoscaler read their metric
+(module_utils/autoscale_run.py): real HTTP to a Prometheus API on loopback
 (the prometheus_stub fixture), so every failure is one an operator can act on and none scales."""
 
 import re
@@ -7,7 +8,7 @@ import socket
 import pytest
 
 from ansible_collections.boxoffice.pretix.plugins.module_utils.autoscale import AutoscaleError
-from ansible_collections.boxoffice.pretix.plugins.modules import swarm_service_autoscale as autoscale
+from ansible_collections.boxoffice.pretix.plugins.module_utils import autoscale_run as autoscale
 
 QUERY = 'avg(rate(container_cpu_usage_seconds_total{service="pretix-web"}[1m]))'
 
