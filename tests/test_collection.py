@@ -65,7 +65,9 @@ def test_roles_read_nothing_outside_the_collection():
         for name in files:
             if name.endswith(('.yml', '.j2')):
                 with open(os.path.join(root, name), encoding='utf-8') as handle:
-                    if re.search(r"role_path \}\}/\.\./\.\.|playbook_dir", handle.read()):
+                    # The collection's own plugins are in every copy of it (the autoscaler mounts
+                    # its module_utils); anything else above the roles is the checkout's.
+                    if re.search(r"role_path \}\}/\.\./\.\.(?!/plugins/)|playbook_dir", handle.read()):
                         offenders.append(os.path.join(root, name))
     assert not offenders
 
