@@ -4,20 +4,21 @@ Everything a test creates is named with the `bxtest-` prefix (see `unique_name`)
 teardown, because the Docker daemon is shared with other engineers and other test runs.
 """
 
-import http.server
+import collections
 import io
 import json
 import os
 import subprocess
 import sys
 import tarfile
-import threading
 import time
-import urllib.parse
 import uuid
+import warnings
 
 import docker
 import pytest
+import requests
+import urllib3
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Makes ansible_collections.boxoffice.pretix importable for unit tests, as ansible.cfg does for
@@ -299,57 +300,51 @@ def ansible_module():
     return run_ansible_module
 
 
-class PrometheusStub(http.server.ThreadingHTTPServer):
-    """Prometheus' instant-query API (GET /api/v1/query) on loopback, answering what the test sets.
+# The stack's Prometheus as this host reaches it: through nginx, under the monitoring UIs' path
+# (roles/nginx: nginx_monitoring_ui_path, nginx_monitoring_ui_user, nginx_monitoring_ui_password_secret).
+PROMETHEUS_PATH = '/monitoring/prometheus'
+PROMETHEUS_USER = 'monitoring'
+PROMETHEUS_PASSWORD_SECRET = 'monitoring_ui_password'
+Prometheus = collections.namedtuple('Prometheus', 'url username password')
 
-    Stands in for Prometheus where a test needs a metric it controls, through the same HTTP
-    and JSON as the real server. `value` is the one sample of the vector it returns, a number or
-    Prometheus' text for one ('NaN', '+Inf'); None returns an empty vector. `status` and `body`
-    replace the answer when set. `queries` lists the PromQL it was asked, and `auth` the
-    Authorization headers that came with them.
+
+@pytest.fixture(scope='session')
+def prometheus():
+    """The real Prometheus that site.yml deploys (roles/monitoring), as a Prometheus(url, username,
+    password) for the autoscaler's prometheus_* options.
+
+    url is https://localhost/monitoring/prometheus (BOXOFFICE_E2E_URL in place of https://localhost
+    when set): nginx, with the stack's self-signed certificate, so callers do not verify it.
+    username and password are those of nginx's basic auth, the password decrypted from the
+    secrets role's store as the e2e tests read secrets (BOXOFFICE_SECRETS_DIR,
+    BOXOFFICE_VAULT_PASSWORD / ANSIBLE_VAULT_PASSWORD_FILE). Fails the test with what to run when
+    monitoring is not deployed, or does not answer a query.
     """
+    # The e2e tests' reader of the secret store; reused, never copied (chaoslib does the same).
+    e2e_dir = os.path.join(REPO_ROOT, 'tests', 'e2e')
+    if e2e_dir not in sys.path:
+        sys.path.insert(0, e2e_dir)
+    import test_buy_ticket as e2e  # pylint: disable=import-outside-toplevel
 
-    def __init__(self):
-        super().__init__(('127.0.0.1', 0), PrometheusStubHandler)
-        self.url = 'http://127.0.0.1:%d' % self.server_address[1]
-        self.value = None
-        self.status = 200
-        self.body = None
-        self.queries = []
-        self.auth = []
-
-    def answer(self):
-        if self.body is not None:
-            return self.body
-        result = [] if self.value is None else [
-            {'metric': {}, 'value': [time.time(), str(self.value)]}]
-        return json.dumps({'status': 'success', 'data': {'resultType': 'vector', 'result': result}})
-
-
-class PrometheusStubHandler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-    def do_GET(self):  # noqa: N802  (http.server's naming)
-        url = urllib.parse.urlsplit(self.path)
-        if url.path != '/api/v1/query':
-            self.send_error(404)
-            return
-        self.server.queries.append(urllib.parse.parse_qs(url.query).get('query', [''])[0])
-        self.server.auth.append(self.headers.get('Authorization'))
-        body = self.server.answer().encode()
-        self.send_response(self.server.status)
-        self.send_header('Content-Type', 'application/json')
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-@pytest.fixture
-def prometheus_stub():
-    """A PrometheusStub serving on 127.0.0.1 for the test; its `url` is the prometheus_url."""
-    server = PrometheusStub()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    deploy = ('deploy the stack with monitoring: `ansible-playbook site.yml -e secrets_generate=true` '
+              '(roles/monitoring, and nginx with nginx_monitoring_ui)')
+    secret = os.path.join(e2e.SECRETS_DIR, PROMETHEUS_PASSWORD_SECRET + '.vault')
+    if not os.path.exists(secret):
+        pytest.fail('Monitoring is not deployed here: %s is missing; %s.' % (secret, deploy))
+    server = Prometheus(e2e.BASE_URL + PROMETHEUS_PATH, PROMETHEUS_USER, e2e.read_vault(PROMETHEUS_PASSWORD_SECRET))
+    probe = server.url + '/api/v1/query?query=vector(1)'
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', urllib3.exceptions.InsecureRequestWarning)
+            answer = requests.get(probe, auth=(server.username, server.password), verify=False, timeout=30)
+    except requests.RequestException as exc:
+        pytest.fail('Monitoring is not deployed here: %s cannot be reached (%s); %s.' % (probe, exc, deploy))
+    try:
+        status = answer.json().get('status')
+    except ValueError:
+        status = None
+    if answer.status_code != 200 or status != 'success':
+        pytest.fail('Prometheus does not answer a query as user %s: %s gave HTTP %d, %r. Is monitoring '
+                    'deployed, with this secret store? Else %s.'
+                    % (server.username, probe, answer.status_code, answer.text[:200], deploy))
+    return server
