@@ -191,7 +191,10 @@ def decide(current, metric, history, now, settings):
     within = round(abs(ratio - 1.0), RATIO_DIGITS) <= settings['tolerance']
     recommendation = current if within else int(math.ceil(round(current * ratio, RATIO_DIGITS)))
     window = settings['scale_down_stabilization']
-    recent = prune_history(history, now, window) + [(int(now), recommendation)] if window else []
+    # A recommendation at or below min_replicas is not recorded: the highest of the window can
+    # never take the count below the minimum anyway, and an idle service then writes nothing.
+    recorded = [(int(now), recommendation)] if recommendation > settings['min_replicas'] else []
+    recent = prune_history(history, now, window) + recorded if window else []
     # HPA's stabilised count: never below the highest recent recommendation, never held up.
     floor = max([recommendation] + [replicas for dummy, replicas in recent])
     desired = min(max(current, recommendation), floor)

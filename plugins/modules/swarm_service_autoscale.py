@@ -57,9 +57,10 @@ attributes:
     details:
       - The decision depends on the metric and on the time (the stabilisation window), so a second
         run may scale again when either has moved.
-      - Outside check mode every run that decides records its recommendation in the history label;
-        that bookkeeping is not reported as a change, and C(changed) says whether the replica count
-        changed.
+      - Outside check mode every run that decides records its recommendation in the history label,
+        unless it is at or below O(min_replicas) (the window's highest can never take the count
+        below the minimum, so an idle service writes nothing); that bookkeeping is not reported as
+        a change, and C(changed) says whether the replica count changed.
 options:
   name:
     description:

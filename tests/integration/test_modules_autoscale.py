@@ -98,8 +98,9 @@ def test_a_dip_inside_the_window_does_not_scale_down(docker_client, busybox_serv
             dip['applied_replicas']) == (0.25, 1, 4, 4)
     assert 'so no scale-down yet' in dip['reason'], dip['reason']
     assert replicas_of(docker_client, service_id) == 4
-    # The history came back from the label of the first run, not from anything on this host.
-    assert [entry[1] for entry in history_of(docker_client, service_id)] == [4, 1]
+    # The history came back from the label of the first run, not from anything on this host; the
+    # dip's recommendation is min_replicas (1), which is never recorded.
+    assert [entry[1] for entry in history_of(docker_client, service_id)] == [4]
 
     recovered = run_ansible_module(MODULE, args(prometheus, name, 'vector(1)', **window))
     assert recovered['rc'] == 0, recovered
@@ -122,8 +123,9 @@ def test_a_low_that_outlasts_the_window_scales_down(docker_client, busybox_servi
     assert low['changed'] is True
     assert (low['recommendation'], low['applied_replicas'], low['running_tasks']) == (1, 1, 1)
     assert replicas_of(docker_client, service_id) == 1
-    # Both earlier recommendations are older than the window now: only this run's is kept.
-    assert [entry[1] for entry in history_of(docker_client, service_id)] == [1]
+    # The earlier recommendations are older than the window now, and this run's is min_replicas:
+    # nothing is left to record, and the label is gone.
+    assert history_of(docker_client, service_id) is None
 
 
 def test_check_mode_reports_the_decision_and_changes_nothing(docker_client, busybox_service, prometheus):
