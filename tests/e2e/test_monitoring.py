@@ -105,4 +105,4 @@ def test_the_autoscaler_decides_on_pretix_web(docker_client):
 
     record = wait_for(decision, timeout=90, message='a decision of the autoscaler on pretix-web')
     assert record['metric'] is not None, record
-    assert 2 <= record['desired_replicas'] <= 10, record
+    assert 2 <= record['applied_replicas'] <= 10, record
