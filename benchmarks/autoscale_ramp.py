@@ -159,6 +159,8 @@ def plot(result, path):
     load.set_ylabel('offered purchases/min (grey)')
     top.set_xlabel('minutes into the ramp')
     top.set_ylabel('replicas')
+    top.set_ylim(0, max(s['desired'] for mode in result.values() for s in mode['samples']) + 1)
+    top.yaxis.get_major_locator().set_params(integer=True)
     top.legend(loc='upper left')
     top.set_title('pretix-web replicas against the offered load')
 
