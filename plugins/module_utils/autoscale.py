@@ -191,12 +191,20 @@ def decide(current, metric, history, now, settings):
     within = round(abs(ratio - 1.0), RATIO_DIGITS) <= settings['tolerance']
     recommendation = current if within else int(math.ceil(round(current * ratio, RATIO_DIGITS)))
     window = settings['scale_down_stabilization']
-    # A recommendation at or below min_replicas is not recorded: the highest of the window can
-    # never take the count below the minimum anyway, and an idle service then writes nothing.
-    recorded = [(int(now), recommendation)] if recommendation > settings['min_replicas'] else []
-    recent = prune_history(history, now, window) + recorded if window else []
+    recent = prune_history(history, now, window) if window else []
     # HPA's stabilised count: never below the highest recent recommendation, never held up.
     floor = max([recommendation] + [replicas for dummy, replicas in recent])
+    # What is written to the label: nothing when the window is off; else this recommendation with
+    # the window's others. A recommendation at or below min_replicas is not recorded, and then the
+    # label is left as it is (None): the window's highest can never take the count below the
+    # minimum, the entries the window dropped are ignored by the next read, and an idle or
+    # shrinking service is not rewritten every run.
+    if not window:
+        to_record = []
+    elif recommendation > settings['min_replicas']:
+        to_record = recent + [(int(now), recommendation)]
+    else:
+        to_record = None
     desired = min(max(current, recommendation), floor)
     up_limit = scale_up_limit(current, settings['scale_up_max_step'], settings['scale_up_max_percent'])
     bounded = min(desired, up_limit)
@@ -220,4 +228,4 @@ def decide(current, metric, history, now, settings):
         why.append('bounded to %s %d' % ('min_replicas' if applied > bounded else 'max_replicas', applied))
     why.append('%d -> %d' % (current, applied) if applied != current else 'keep %d' % current)
     return dict(decision, ratio=ratio, recommendation=recommendation, desired=desired,
-                applied=applied, history=recent, reason='; '.join(why))
+                applied=applied, history=to_record, reason='; '.join(why))

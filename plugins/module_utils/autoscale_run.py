@@ -113,7 +113,11 @@ def autoscale_service(client, params, log, warn, check_mode, result=None):
     else:
         metric, missing = query_metric(params)
     decision = decide(current, metric, history, now, settings)
-    recorded = history if decision['history'] is None else decision['history']
+    to_record = decision['history']
+    if to_record is None and warning and decision['recommendation'] is not None:
+        # A decision replaces a label that could not be read, with what read_history put instead.
+        to_record = history
+    recorded = history if to_record is None else to_record
     result.update(
         name=spec['Name'], metric=metric, ratio=decision['ratio'], current_replicas=current,
         recommendation=decision['recommendation'], desired_replicas=decision['desired'],
@@ -123,7 +127,7 @@ def autoscale_service(client, params, log, warn, check_mode, result=None):
         running_tasks=count_running(service_tasks(client, service['ID']), ready_node_ids(client)))
     log(json.dumps(dict(settings, query=params['query'], **result), sort_keys=True))
 
-    new_labels = history_labels(labels, decision['history'])
+    new_labels = history_labels(labels, to_record)
     if check_mode or (not result['changed'] and new_labels == labels):
         return result
     spec['Mode']['Replicated']['Replicas'] = decision['applied']

@@ -123,9 +123,9 @@ def test_a_low_that_outlasts_the_window_scales_down(docker_client, busybox_servi
     assert low['changed'] is True
     assert (low['recommendation'], low['applied_replicas'], low['running_tasks']) == (1, 1, 1)
     assert replicas_of(docker_client, service_id) == 1
-    # The earlier recommendations are older than the window now, and this run's is min_replicas:
-    # nothing is left to record, and the label is gone.
-    assert history_of(docker_client, service_id) is None
+    # This run's recommendation is min_replicas, which is not recorded: the label is left as the
+    # first run wrote it, and its entry, older than the window now, no longer counts.
+    assert [entry[1] for entry in history_of(docker_client, service_id)] == [3]
 
 
 def test_check_mode_reports_the_decision_and_changes_nothing(docker_client, busybox_service, prometheus):
