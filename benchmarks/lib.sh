@@ -26,3 +26,32 @@ wait_quiet() {
     sleep 5
   done
 }
+
+# Alternating rounds (A, B, A, B, ...) so that slow drifts of the machine fall on both modes
+# alike: $ROUNDS rounds of, for each mode given, the caller's set_mode MODE, a quiet machine and
+# one measure against the bench event; prints every round, the median per mode and the ratio of
+# the first mode to the second. Needs TOKEN (bootstrap_event's).
+alternate_rounds() {
+  modes="$*"
+  results=$(mktemp)
+  round=0
+  while [ "$round" -lt "$ROUNDS" ]; do
+    round=$((round + 1))
+    for mode in $modes; do
+      set_mode "$mode"
+      wait_quiet
+      set -- $(measure "$mode-$round" "${HA_URL:-https://localhost}" bench "$EVENT" "$TOKEN")
+      echo "round $round $mode: $1 purchases/min (success ratio $2, worst request p95 $3 ms)"
+      echo "$mode $1" >>"$results"
+    done
+  done
+  python3 - "$results" $modes <<'PY'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+first, second = sys.argv[2:4]
+med = {mode: statistics.median(float(v) for m, v in rows if m == mode) for mode in (first, second)}
+print('median purchases/min: %s %.1f, %s %.1f; ratio %s/%s: %s'
+      % (first, med[first], second, med[second], first, second,
+         round(med[first] / med[second], 3) if med[second] else 'n/a'))
+PY
+}

@@ -30,7 +30,7 @@ replicated=$(docker service ls -f label=boxoffice.tier=monitoring -f mode=replic
 global=$(docker service ls -f label=boxoffice.tier=monitoring -f mode=global --format '{{.Name}}')
 [ -n "$replicated" ] || { echo "No monitoring service is deployed: run site.yml with monitoring enabled first." >&2; exit 2; }
 
-set_monitoring() {  # on|off
+set_mode() {  # on|off: the monitoring tier
   if [ "$1" = on ]; then n=1; else n=0; fi
   for s in $replicated; do docker service scale -d "$s=$n" >/dev/null; done
   for s in $global; do
@@ -53,7 +53,7 @@ set_monitoring() {  # on|off
     done
   done
 }
-trap 'set_monitoring on' EXIT INT TERM
+trap 'set_mode on' EXIT INT TERM
 
 echo "== idle: monitoring services, ${BENCH_IDLE_SAMPLES:-6} samples 10 s apart"
 wait_quiet
@@ -87,22 +87,4 @@ ha_task=$(docker ps -q -f label=com.docker.swarm.service.name=pretix-web | head 
 [ -n "$ha_task" ] || { echo "No pretix-web task on this machine to make the bench event in." >&2; exit 2; }
 TOKEN=$(bootstrap_event "$ha_task")
 echo "== under load: scenario $SCENARIO, offered $RATE purchases/min for ${DURATION}s per round, $ROUNDS rounds per mode"
-results=$(mktemp)
-round=0
-while [ "$round" -lt "$ROUNDS" ]; do
-  round=$((round + 1))
-  for mode in on off; do
-    set_monitoring "$mode"
-    wait_quiet
-    set -- $(measure "$mode-$round" "${HA_URL:-https://localhost}" bench "$EVENT" "$TOKEN")
-    echo "round $round monitoring $mode: $1 purchases/min (success ratio $2, worst request p95 $3 ms)"
-    echo "$mode $1" >>"$results"
-  done
-done
-python3 - "$results" <<'PY'
-import statistics, sys
-rows = [line.split() for line in open(sys.argv[1])]
-med = {mode: statistics.median(float(v) for m, v in rows if m == mode) for mode in ('on', 'off')}
-print('median purchases/min: monitoring on %.1f, off %.1f; ratio on/off: %s'
-      % (med['on'], med['off'], round(med['on'] / med['off'], 3) if med['off'] else 'n/a'))
-PY
+alternate_rounds on off

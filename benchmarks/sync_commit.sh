@@ -59,22 +59,4 @@ ha_task=$(docker ps -q -f label=com.docker.swarm.service.name=pretix-web | head 
 [ -n "$ha_task" ] || { echo "No pretix-web task on this machine to make the bench event in." >&2; exit 2; }
 TOKEN=$(bootstrap_event "$ha_task")
 echo "scenario $SCENARIO, offered $RATE purchases/min for ${DURATION}s per round, $ROUNDS rounds per mode, event $EVENT"
-results=$(mktemp)
-round=0
-while [ "$round" -lt "$ROUNDS" ]; do
-  round=$((round + 1))
-  for mode in sync async; do
-    set_mode "$mode"
-    wait_quiet
-    set -- $(measure "$mode-$round" "${HA_URL:-https://localhost}" bench "$EVENT" "$TOKEN")
-    echo "round $round $mode: $1 purchases/min (success ratio $2, worst request p95 $3 ms)"
-    echo "$mode $1" >>"$results"
-  done
-done
-python3 - "$results" <<'PY'
-import statistics, sys
-rows = [line.split() for line in open(sys.argv[1])]
-med = {mode: statistics.median(float(v) for m, v in rows if m == mode) for mode in ('sync', 'async')}
-print('median purchases/min: sync %.1f, async %.1f; ratio sync/async: %s'
-      % (med['sync'], med['async'], round(med['sync'] / med['async'], 3) if med['async'] else 'n/a'))
-PY
+alternate_rounds sync async
