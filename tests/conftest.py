@@ -192,19 +192,20 @@ def overlay_network(docker_client, unique_name, swarm_services):
     return network.id
 
 
-def wait_for(predicate, timeout=180, message='condition'):
+def wait_for(predicate, timeout=180, message='condition', interval=0.5):
     """Poll predicate until it returns something truthy; fail the test after timeout seconds.
 
     Used to reach a starting state (e.g. all replicas running before a container is killed),
-    never to assert how long something took.
+    never to assert how long something took. message may be a callable, called only at the
+    timeout, so that it can describe what was seen instead.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.5)
-    pytest.fail('timed out after %ss waiting for %s' % (timeout, message))
+        time.sleep(interval)
+    pytest.fail('timed out after %ss waiting for %s' % (timeout, message() if callable(message) else message))
 
 
 def deployed_service(client, name):
@@ -305,7 +306,17 @@ def ansible_module():
 PROMETHEUS_PATH = '/monitoring/prometheus'
 PROMETHEUS_USER = 'monitoring'
 PROMETHEUS_PASSWORD_SECRET = 'monitoring_ui_password'
-Prometheus = collections.namedtuple('Prometheus', 'url username password')
+
+
+class Prometheus(collections.namedtuple('Prometheus', 'url username password')):
+    """The deployed Prometheus behind nginx: its URL and the UI's basic-auth login."""
+
+    def get(self, path, auth=True, **params):
+        """GET url + path with the login (none without auth), not verifying the self-signed certificate."""
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', urllib3.exceptions.InsecureRequestWarning)
+            return requests.get(self.url + path, params=params, verify=False, timeout=30,
+                                auth=(self.username, self.password) if auth else None)
 
 
 @pytest.fixture(scope='session')
@@ -334,9 +345,7 @@ def prometheus():
     server = Prometheus(e2e.BASE_URL + PROMETHEUS_PATH, PROMETHEUS_USER, e2e.read_vault(PROMETHEUS_PASSWORD_SECRET))
     probe = server.url + '/api/v1/query?query=vector(1)'
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', urllib3.exceptions.InsecureRequestWarning)
-            answer = requests.get(probe, auth=(server.username, server.password), verify=False, timeout=30)
+        answer = server.get('/api/v1/query', query='vector(1)')
     except requests.RequestException as exc:
         pytest.fail('Monitoring is not deployed here: %s cannot be reached (%s); %s.' % (probe, exc, deploy))
     try:

@@ -158,6 +158,18 @@ def history_labels(labels, history):
     return recorded
 
 
+def held_labels(labels, now, replicas):
+    """The service's labels with a count set by hand recorded as a recommendation made now.
+
+    The autoscaler then keeps that count for its scale-down stabilisation window, as it keeps
+    one it recommended itself, instead of undoing it at its next run; a higher recommendation
+    still scales up at once. A label that cannot be read starts again with this entry; entries
+    the window dropped are ignored by every read and go at the autoscaler's next write.
+    """
+    history, unreadable = read_history(labels.get(HISTORY_LABEL), now, replicas)
+    return history_labels(labels, ([] if unreadable else history) + [(int(now), replicas)])
+
+
 def prune_history(history, now, window):
     """The recommendations made less than window seconds before now.
 

@@ -28,7 +28,7 @@ from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_requ
 try:
     import docker
     import docker.tls
-    from docker.errors import DockerException, NotFound, TLSParameterError  # pylint: disable=unused-import  # re-exported for the modules
+    from docker.errors import APIError, DockerException, NotFound, TLSParameterError  # pylint: disable=unused-import  # re-exported for the modules
     from requests.adapters import HTTPAdapter
     from requests.exceptions import RequestException
     HAS_DOCKER = True
@@ -44,7 +44,10 @@ except ImportError:
     class DockerException(Exception):
         """Stand-in so callers can name the exception without the SDK installed."""
 
-    class NotFound(DockerException):
+    class APIError(DockerException):
+        """Stand-in for docker.errors.APIError without the SDK installed."""
+
+    class NotFound(APIError):
         """Stand-in for docker.errors.NotFound without the SDK installed."""
 
     class TLSParameterError(DockerException):
@@ -67,6 +70,10 @@ FRESH_FATAL_UPDATE_STATES = ('rollback_completed',)
 ROLLING_BACK_STATE = 'rollback_started'
 # Terminal task states that mean the task's container did not do its job.
 FAILED_STATES = ('failed', 'rejected')
+# What to do when another writer changes a count that a module waits for.
+RESCALE_HINT = ('A service that an autoscaler rule scales keeps a count set by hand only within '
+                'the rule\'s min and max, for its scale-down stabilisation window: scale it with '
+                'swarm_service_scale and autoscale_hold, or change the rule.')
 
 DEFAULT_DOCKER_HOST = 'unix:///var/run/docker.sock'
 DEFAULT_API_TIMEOUT = 60
@@ -388,7 +395,7 @@ def update_status_problem(update_status, before):
 
 def wait_converged(client, service_id, replicas, wait_timeout, update_status_before=None,
                    require_update_completed=False, hold_seconds=0, known_task_ids=None,
-                   exact=False):
+                   exact=False, follow_rescale=False):
     """Wait until service_id has `replicas` counted tasks for a whole monitor window.
 
     update_status_before is the service's UpdateStatus before the caller changed it, so a
@@ -401,6 +408,10 @@ def wait_converged(client, service_id, replicas, wait_timeout, update_status_bef
     told to stop must also be gone: no more containers run than `replicas`.
     A rollback in progress fails the wait once it has completed or paused, so the message names
     how it ended; if it is still under way at the timeout, the message says so.
+    A replicated service whose count another writer (an autoscaler, an operator) changes while
+    waiting fails the wait at once, since `replicas` can then never be reached; with
+    follow_rescale the wait takes the new count instead, for callers that wait for health and
+    not for a count of their own.
 
     Returns (running_tasks, seconds). Raises SwarmError on failure or timeout.
     """
@@ -411,6 +422,14 @@ def wait_converged(client, service_id, replicas, wait_timeout, update_status_bef
     while True:
         service = client.api.inspect_service(service_id)
         name = service['Spec']['Name']
+        mode, spec_replicas = service_mode(service['Spec'])
+        if mode == 'replicated' and spec_replicas != replicas:
+            if not follow_rescale:
+                raise SwarmError(
+                    'service %s was set to %d replicas by another writer while this waited for %d '
+                    '(the autoscaler, or another run or person). %s'
+                    % (name, spec_replicas, replicas, RESCALE_HINT))
+            replicas, converged_since = spec_replicas, None
         update_status = service.get('UpdateStatus')
         problem = update_status_problem(update_status, update_status_before)
         rolling_back = bool(problem) and update_status.get('State') == ROLLING_BACK_STATE
@@ -472,15 +491,16 @@ def desired_tasks(service, tasks, ready_nodes):
     return replicas
 
 
-def wait_service(client, service, replicas, wait_timeout, rollout=False):
+def wait_service(client, service, replicas, wait_timeout, rollout=False, follow_rescale=False):
     """Wait until service runs `replicas` tasks; with rollout, also until its update completed.
 
     After a rollout every rollback counts, even one that finished before the wait began;
-    without it only a rollback that appears while waiting does.
+    without it only a rollback that appears while waiting does. follow_rescale as in
+    wait_converged().
     """
     return wait_converged(client, service['ID'], replicas, wait_timeout,
                           update_status_before=None if rollout else service.get('UpdateStatus'),
-                          require_update_completed=rollout)
+                          require_update_completed=rollout, follow_rescale=follow_rescale)
 
 
 # Job runs ------------------------------------------------------------------------------------

@@ -521,7 +521,7 @@ def heal(module, client):
                     update_status_before=update_status_before, require_update_completed=True,
                     hold_seconds=kinds.get('restart_loop', {}).get('settle_seconds', 0),
                     known_task_ids=set(task['ID'] for task in tasks),
-                    exact='over_replicated' in kinds)
+                    exact='over_replicated' in kinds, follow_rescale=True)
                 result['result'] = 'healed'
         except (SwarmError, DockerException) as exc:
             result.update(result='failed', error=str(exc))

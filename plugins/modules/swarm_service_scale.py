@@ -68,6 +68,18 @@ options:
     description:
       - Largest count accepted for O(replicas). No upper bound when unset.
     type: int
+  autoscale_hold:
+    description:
+      - Record the new count in the service's label C(boxoffice.autoscale.recommendations), the
+        history that M(boxoffice.pretix.swarm_service_autoscale) and the in-swarm autoscaler
+        share, as a recommendation made now.
+      - An autoscaler then keeps the count for its scale-down stabilisation window (and scales
+        up at once if its metric asks for more), instead of undoing it at its next run. Use it
+        for a service that an autoscaler rule scales; a count outside the rule's min and max is
+        still brought back within them.
+      - Nothing is recorded when the count does not change.
+    type: bool
+    default: false
   wait:
     description:
       - Wait until every service has converged. Also applies when nothing had to change,
@@ -93,6 +105,11 @@ options:
     default: 300
 notes:
   - Scaling to 0 is allowed (the convergence target is then 0 running tasks).
+  - When another writer changes the count while the module waits (an autoscaler, another run),
+    the module fails at once with that count in the message, instead of waiting for a count that
+    can no longer come.
+  - A write that loses a race with another writer (Docker's C(update out of sequence)) is retried
+    on the service as it then is.
 seealso:
   - module: boxoffice.pretix.swarm_service_heal
   - module: community.docker.docker_swarm_service
@@ -118,6 +135,12 @@ EXAMPLES = r'''
     name: pgpool
     replicas: 2
     rollout: "{{ pgpool_deploy is changed }}"
+
+- name: Scale pretix web, which the in-swarm autoscaler also scales, and let the autoscaler keep it
+  boxoffice.pretix.swarm_service_scale:
+    name: pretix-web
+    replicas: 6
+    autoscale_hold: true
 
 - name: Scale two services at once by full name, without waiting
   boxoffice.pretix.swarm_service_scale:
@@ -161,10 +184,13 @@ services:
       sample: true
 '''
 
+from ansible_collections.boxoffice.pretix.plugins.module_utils.autoscale import held_labels
 from ansible_collections.boxoffice.pretix.plugins.module_utils.swarm_services import (
+    APIError,
     DockerException,
     SwarmError,
     count_running,
+    engine_now,
     get_client,
     ready_node_ids,
     replicated_services,
@@ -190,6 +216,27 @@ def validate_request(params):
         raise SwarmError('name must list at least one service.')
 
 
+def set_replicas(client, service, replicas, autoscale_hold, attempts=3):
+    """Write the count (and with autoscale_hold the history label) to service.
+
+    Swarm refuses a write based on a spec another writer has since changed; the write is then
+    made again on the service as it is now, so a concurrent label or count change is not lost.
+    """
+    for attempt in range(attempts):
+        spec = service['Spec']
+        spec['Mode']['Replicated']['Replicas'] = replicas
+        if autoscale_hold:
+            spec['Labels'] = held_labels(spec.get('Labels') or {}, engine_now(client).timestamp(),
+                                         replicas)
+        try:
+            update_service_spec(client, service, spec)
+            return
+        except APIError as exc:
+            if 'out of sequence' not in str(exc) or attempt == attempts - 1:
+                raise
+        service.update(client.api.inspect_service(service['ID']))
+
+
 def scale(module, client, services, results):
     """Append one result per service to results as it goes, so a failure still reports them."""
     target = module.params['replicas']
@@ -200,8 +247,7 @@ def scale(module, client, services, results):
         changed = previous != target
         running = count_running(service_tasks(client, service['ID']), ready)
         if changed and not module.check_mode:
-            spec['Mode']['Replicated']['Replicas'] = target
-            update_service_spec(client, service, spec)
+            set_replicas(client, service, target, module.params['autoscale_hold'])
         results.append(dict(name=spec['Name'], previous_replicas=previous, replicas=target,
                             running_tasks=running, seconds=0.0, changed=changed))
     # Waiting after all updates lets the services converge in parallel instead of one by one.
@@ -219,6 +265,7 @@ def main():
         min_replicas=dict(type='int', default=0),
         max_replicas=dict(type='int'),
         rollout=dict(type='bool', default=False),
+        autoscale_hold=dict(type='bool', default=False),
     )
     module = swarm_module(argument_spec)
 

@@ -208,7 +208,8 @@ def wait_for(module, client):
     result.update(desired=desired_tasks(service, tasks, ready), running_tasks=count_running(tasks, ready))
     if params['wait']:
         result['running_tasks'], result['seconds'] = wait_service(
-            client, service, result['desired'], params['wait_timeout'], rollout=params['rollout'])
+            client, service, result['desired'], params['wait_timeout'], rollout=params['rollout'],
+            follow_rescale=True)
     return result
 
 

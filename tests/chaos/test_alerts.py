@@ -26,7 +26,7 @@ import docker
 import pytest
 
 import chaoslib
-from conftest import run_playbook
+from conftest import run_playbook, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -56,16 +56,12 @@ class Receiver(http.server.ThreadingHTTPServer):
         return None
 
     def wait(self, alertname, status, since, timeout, **labels):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            arrived = self.first(alertname, status, since, **labels)
-            if arrived is not None:
-                return arrived
-            time.sleep(1)
-        with self.lock:
-            seen = sorted({(name, state) for _, name, state, _ in self.notifications})
-        raise AssertionError('no %s notification of %s within %d s; received: %s'
-                             % (status, alertname, timeout, seen))
+        def received():
+            with self.lock:
+                seen = sorted({(name, state) for _, name, state, _ in self.notifications})
+            return 'a %s notification of %s (received: %s)' % (status, alertname, seen)
+        return wait_for(lambda: self.first(alertname, status, since, **labels), timeout=timeout,
+                        message=received, interval=1)
 
 
 class ReceiverHandler(http.server.BaseHTTPRequestHandler):

@@ -11,11 +11,8 @@ The fault-to-notification path is tests/chaos/test_alerts.py (slow).
 
 import json
 import time
-import warnings
 
 import pytest
-import requests
-import urllib3
 
 from conftest import wait_for
 
@@ -27,22 +24,15 @@ EXPECTED_JOBS = {
 DASHBOARD = '/consoles/boxoffice.html'
 
 
-def get(prometheus, path, auth=True, **params):
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', urllib3.exceptions.InsecureRequestWarning)
-        return requests.get(prometheus.url + path, params=params, verify=False, timeout=30,
-                            auth=(prometheus.username, prometheus.password) if auth else None)
-
-
 def query(prometheus, promql):
-    answer = get(prometheus, '/api/v1/query', query=promql).json()
+    answer = prometheus.get('/api/v1/query', query=promql).json()
     assert answer['status'] == 'success', answer
     return answer['data']['result']
 
 
 def test_every_tier_is_scraped_and_up(prometheus):
     def targets():
-        active = get(prometheus, '/api/v1/targets', state='active').json()['data']['activeTargets']
+        active = prometheus.get('/api/v1/targets', state='active').json()['data']['activeTargets']
         return [(t['labels'].get('job'), t['labels'].get('instance'), t['health'], t['lastError'])
                 for t in active]
 
@@ -70,22 +60,22 @@ def test_the_recorded_series_have_values(prometheus):
 
 
 def test_no_critical_alert_fires_and_alertmanager_is_wired(prometheus):
-    rules = get(prometheus, '/api/v1/rules', type='alert').json()['data']['groups']
+    rules = prometheus.get('/api/v1/rules', type='alert').json()['data']['groups']
     names = {rule['name'] for group in rules for rule in group['rules']}
     assert {'PostgresNoPrimary', 'PostgresFailover', 'RedisMasterCount', 'ServiceUnderReplicas'} <= names
-    firing = [a['labels'] for a in get(prometheus, '/api/v1/alerts').json()['data']['alerts']
+    firing = [a['labels'] for a in prometheus.get('/api/v1/alerts').json()['data']['alerts']
               if a['state'] == 'firing' and a['labels'].get('severity') == 'critical']
     assert firing == []
-    managers = get(prometheus, '/api/v1/alertmanagers').json()['data']['activeAlertmanagers']
+    managers = prometheus.get('/api/v1/alertmanagers').json()['data']['activeAlertmanagers']
     assert managers, 'Prometheus has no Alertmanager to send alerts to'
 
 
 def test_the_dashboard_renders_behind_the_password(prometheus):
-    page = get(prometheus, DASHBOARD)
+    page = prometheus.get(DASHBOARD)
     assert page.status_code == 200
     for panel in ('Sales', 'Checkout latency', 'Server errors', 'Replicas per service'):
         assert panel in page.text
-    assert get(prometheus, DASHBOARD, auth=False).status_code == 401
+    assert prometheus.get(DASHBOARD, auth=False).status_code == 401
 
 
 def test_the_autoscaler_decides_on_pretix_web(docker_client):

@@ -5,6 +5,7 @@ leaves the stack as it found it: pretix-web back at its replica count, every tas
 """
 
 import re
+import time
 
 import pytest
 import requests
@@ -14,6 +15,9 @@ from test_buy_ticket import BASE_URL, TLS_CA
 
 WEB_SERVICE = 'pretix-web'
 HEALTHCHECK = BASE_URL + '/healthcheck/'
+# The in-swarm autoscaler and the seconds between its rounds (autoscale_service_interval).
+AUTOSCALER = 'autoscaler'
+AUTOSCALER_ROUND = 15
 
 
 @pytest.fixture
@@ -29,6 +33,10 @@ def shop_is_healthy():
     return requests.get(HEALTHCHECK, verify=TLS_CA, timeout=10).status_code == 200
 
 
+def autoscaler_runs(client):
+    return bool(client.api.services(filters={'name': AUTOSCALER}))
+
+
 def test_scale_web_up_and_back(docker_client, web_service):
     service_id, replicas = web_service
     try:
@@ -36,6 +44,12 @@ def test_scale_web_up_and_back(docker_client, web_service):
         assert rc == 0, output
         assert re.search(r'%s: %d -> %d replicas, %d running, converged in [0-9.]+s'
                          % (WEB_SERVICE, replicas, replicas + 1, replicas + 1), output), output
+        if autoscaler_runs(docker_client):
+            # The idle shop's autoscaler would scale web back to its minimum: the count set by
+            # hand is recorded for it and outlasts its next rounds.
+            time.sleep(AUTOSCALER_ROUND + 5)
+            assert docker_client.api.inspect_service(service_id)['Spec']['Mode']['Replicated']['Replicas'] \
+                == replicas + 1
         assert running_task_count(docker_client, service_id) == replicas + 1
         assert shop_is_healthy()
     finally:
@@ -45,6 +59,19 @@ def test_scale_web_up_and_back(docker_client, web_service):
 
     rc, output = run_playbook('scale.yml', '-e', 'replicas=%d' % replicas)
     assert rc == 0 and 'changed=0' in output, output
+
+
+def test_a_count_outside_the_autoscaler_rule_is_refused(docker_client, web_service):
+    if not autoscaler_runs(docker_client):
+        pytest.skip('the in-swarm autoscaler is off: no rule bounds the count')
+    service_id, replicas = web_service
+    version = docker_client.api.inspect_service(service_id)['Version']['Index']
+
+    rc, output = run_playbook('scale.yml', '-e', 'replicas=1')
+
+    assert rc != 0, output
+    assert 'is scaled by the in-swarm autoscaler between 2 and 10 replicas' in output, output
+    assert docker_client.api.inspect_service(service_id)['Version']['Index'] == version
 
 
 @pytest.fixture

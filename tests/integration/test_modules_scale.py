@@ -1,6 +1,9 @@
 """boxoffice.pretix.swarm_service_scale, run through the real `ansible` CLI against this Swarm."""
 
+import json
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -145,6 +148,55 @@ def test_service_that_cannot_run_fails_with_timeout(docker_client, busybox_servi
     assert result['changed'] is True
     assert result['services'][0]['previous_replicas'] == 1
     assert replicas_of(docker_client, service_id) == 2
+
+
+HISTORY_LABEL = 'boxoffice.autoscale.recommendations'
+
+
+def test_autoscale_hold_records_the_count_for_the_autoscaler(docker_client, busybox_service):
+    service_id, name = busybox_service(replicas=1, labels={'bxtest.tier': 'web'})
+
+    before = time.time()
+    result = run_ansible_module(MODULE, {'name': name, 'replicas': 2, 'autoscale_hold': True})
+
+    assert result['rc'] == 0 and result['changed'] is True, result
+    labels = docker_client.api.inspect_service(service_id)['Spec']['Labels']
+    (stamp, replicas), = json.loads(labels[HISTORY_LABEL])
+    assert replicas == 2 and before - 5 <= stamp <= time.time() + 5
+    assert labels['bxtest.tier'] == 'web'
+
+    # The same count again changes nothing, label included.
+    version = spec_version(docker_client, service_id)
+    again = run_ansible_module(MODULE, {'name': name, 'replicas': 2, 'autoscale_hold': True})
+    assert again['rc'] == 0 and again['changed'] is False, again
+    assert spec_version(docker_client, service_id) == version
+
+
+def test_a_count_changed_by_another_writer_fails_the_wait_at_once(docker_client, busybox_service):
+    # Tasks that no node can take: the module waits for 3 that never run, until the other writer
+    # (an autoscaler here) sets the count to 1.
+    service_id, name = busybox_service(replicas=1, Placement={'Constraints': ['node.labels.bxtest_none==1']})
+
+    def autoscaler():
+        deadline = time.monotonic() + 60
+        while replicas_of(docker_client, service_id) != 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        service = docker_client.api.inspect_service(service_id)
+        spec = service['Spec']
+        docker_client.api.update_service(service_id, service['Version']['Index'], name=spec['Name'],
+                                         task_template=spec['TaskTemplate'], labels=spec['Labels'],
+                                         mode={'Replicated': {'Replicas': 1}},
+                                         update_config=spec['UpdateConfig'], endpoint_spec=spec['EndpointSpec'])
+    writer = threading.Thread(target=autoscaler)
+    writer.start()
+    started = time.monotonic()
+    result = run_ansible_module(MODULE, {'name': name, 'replicas': 3, 'wait_timeout': 300})
+    writer.join()
+
+    assert result['rc'] != 0, result
+    assert 'was set to 1 replicas by another writer while this waited for 3' in result['msg'], result
+    assert time.monotonic() - started < 60
+    assert replicas_of(docker_client, service_id) == 1
 
 
 def redeploy(client, service_id, command, failure_action='rollback'):

@@ -172,7 +172,8 @@ RENDER = '''
     - name: Write the values
       ansible.builtin.copy:
         content: "{{ {'config': autoscale_service_config, 'web': pretix_web_deploy_replicas | int,
-                      'labels': pretix_web_autoscaler_labels} | to_json }}"
+                      'labels': pretix_web_autoscaler_labels,
+                      'scale_rules': scale_autoscale_rules | map(attribute='service')} | to_json }}"
         dest: %(dest)s
         mode: "0644"
 '''
@@ -182,7 +183,7 @@ def render(tmp_path, extra_vars):
     """The autoscaler's JSON config and pretix web's deployed count and labels, as Ansible derives them."""
     var_files = [os.path.join(REPO_ROOT, 'roles', *parts, 'main.yml') for parts in (
         ('boxoffice_defaults', 'defaults'), ('autoscale', 'defaults'), ('autoscale', 'vars'),
-        ('pretix', 'defaults'), ('pretix', 'vars'))]
+        ('pretix', 'defaults'), ('pretix', 'vars'), ('scale', 'defaults'), ('scale', 'vars'))]
     dest = tmp_path / 'values.json'
     playbook = tmp_path / 'render.yml'
     playbook.write_text(RENDER % {'var_files': json.dumps(var_files), 'dest': json.dumps(str(dest))})
@@ -236,6 +237,18 @@ HISTORY = {'boxoffice.autoscale.recommendations': '[[1767225600,7]]', 'other': '
 def test_pretix_keeps_the_web_count_the_autoscaler_set(tmp_path, extra, expected, labels):
     values = render(tmp_path, extra)
     assert (values['web'], values['labels']) == (expected, labels)
+
+
+@pytest.mark.parametrize('extra, expected', [
+    ({}, ['pretix-web']),
+    ({'service': 'nginx'}, []),
+    ({'service': ['nginx', 'pretix-web']}, ['pretix-web']),
+    ({'scale_stack': 'shop', 'autoscale_stack': 'shop'}, ['pretix-web']),
+    ({'scale_stack': 'shop'}, []),
+    ({'autoscale_service_enabled': False}, []),
+])
+def test_scale_finds_the_rule_of_an_autoscaled_service(tmp_path, extra, expected):
+    assert render(tmp_path, extra)['scale_rules'] == expected
 
 
 def test_pretix_before_it_read_the_service_deploys_its_own_count(tmp_path):

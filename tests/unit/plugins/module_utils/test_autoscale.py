@@ -153,6 +153,22 @@ def test_history_labels_keep_the_other_labels():
     assert au.history_labels(labels, []) == {'boxoffice.component': 'pretix'}
 
 
+@pytest.mark.parametrize('text, kept', [(None, []), ('[[%d,7]]' % (NOW - 10), [[NOW - 10, 7]]), ('not json', [])])
+def test_a_count_set_by_hand_is_held_for_a_window_as_a_recommendation(text, kept):
+    labels = {'boxoffice.component': 'pretix'}
+    if text:
+        labels[au.HISTORY_LABEL] = text
+    held = au.held_labels(labels, NOW + 0.5, 6)
+    assert held['boxoffice.component'] == 'pretix'
+    assert json.loads(held[au.HISTORY_LABEL]) == kept + [[NOW, 6]]
+    history = au.read_history(held[au.HISTORY_LABEL], NOW + 60, 6)[0]
+    # Idle: the autoscaler keeps the count for the window, then scales down; a higher
+    # recommendation is taken at once.
+    assert au.decide(6, 0.1, history, NOW + 299, settings())['applied'] == 6
+    assert au.decide(6, 0.1, history, NOW + 300, settings())['applied'] == 1
+    assert au.decide(6, 2.0, history, NOW + 60, settings())['applied'] == 12
+
+
 def test_missing_metric_decides_nothing_and_records_nothing():
     decision = au.decide(3, None, [(NOW - 10, 7)], NOW, settings())
     assert (decision['applied'], decision['recommendation'], decision['history']) == (3, None, None)
