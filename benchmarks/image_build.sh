@@ -47,7 +47,8 @@ trap 'rm -f "$vars_file"' EXIT
 # Only what the role makes: <namespace>/base:<suite>-<hash> and <namespace>/<image>:<tag>
 # for the images built here (a hand-made <namespace>/base:manual stays).
 if [ -z "$images" ]; then
-  images=$(python3 -c 'import yaml; print(",".join(yaml.safe_load(open("roles/images/defaults/main.yml"))["images_list"]))')
+  images=$(python3 -c 'import yaml; print(",".join(entry["name"] for entry in yaml.safe_load(
+    open("roles/boxoffice_defaults/defaults/main.yml"))["boxoffice_defaults_images"]))')
 fi
 pattern="^${namespace}/(base:bookworm-[0-9a-f]{12}|($(echo "$images" | tr , '|')):[0-9a-f]{12})\$"
 mapfile -t old < <(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E "$pattern" || true)
@@ -56,8 +57,11 @@ if [ ${#old[@]} -gt 0 ]; then
   docker image rm "${old[@]}" >/dev/null 2>&1 || echo "(some tags are in use by containers and stay)"
 fi
 
-python3 -c 'import json,sys; print(json.dumps({"images_list": sys.argv[1].split(","), "images_namespace": sys.argv[2]}))' \
-  "$images" "$namespace" >"$vars_file"
+# The role knows the stack's, monitoring's and the autoscaler's images by name; dind-node is the
+# test_cluster role's, which only playbooks/test_cluster.yml builds.
+python3 -c 'import json,sys; print(json.dumps({"images_list": [
+  {"name": n, "role": "test_cluster"} if n == "dind-node" else n for n in sys.argv[1].split(",")],
+  "images_namespace": sys.argv[2]}))' "$images" "$namespace" >"$vars_file"
 
 start=$(date +%s.%N)
 ansible-playbook playbooks/images.yml -e "@${vars_file}" "${extra[@]}" >/tmp/image_build.$$.log 2>&1 || {

@@ -19,6 +19,7 @@ import docker
 import pytest
 import requests
 import urllib3
+import yaml
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Makes ansible_collections.boxoffice.pretix importable for unit tests, as ansible.cfg does for
@@ -29,6 +30,15 @@ BUSYBOX_BINARY = '/bin/busybox'
 BUSYBOX_IMAGE = 'boxoffice-test/busybox:latest'
 # Applets linked into the test image; tests use sh/sleep/true/false.
 BUSYBOX_APPLETS = ('sh', 'sleep', 'true', 'false', 'echo', 'cat', 'ls', 'ps', 'kill', 'env')
+
+
+def image_context(name):
+    """The build context of an image, roles/<role>/files/image of the role that owns it: the stack's
+    images by boxoffice_defaults_images, and the ones the images role adds or playbooks build alone."""
+    with open(os.path.join(REPO_ROOT, 'roles', 'boxoffice_defaults', 'defaults', 'main.yml'), encoding='utf-8') as handle:
+        roles = {entry['name']: entry['role'] for entry in yaml.safe_load(handle)['boxoffice_defaults_images']}
+    roles.update({'monitoring': 'monitoring', 'autoscaler': 'autoscale', 'dind-node': 'test_cluster'})
+    return os.path.join(REPO_ROOT, 'roles', roles[name], 'files', 'image')
 
 
 def debian_base_image(client=None):

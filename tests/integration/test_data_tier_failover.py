@@ -26,7 +26,7 @@ import time
 import docker
 import pytest
 
-from conftest import REPO_ROOT, TEST_PREFIX, debian_base_image, vault_env, wait_for
+from conftest import REPO_ROOT, TEST_PREFIX, debian_base_image, image_context, vault_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +44,8 @@ REPORT = os.path.join(REPO_ROOT, 'reports', 'failover.jsonl')
 
 
 def build_context(client, name):
-    """Build roles/images/files/<name> tagged by a hash of the context (unchanged = cached)."""
-    context = os.path.join(REPO_ROOT, 'roles', 'images', 'files', name)
+    """Build the image's context (roles/<role>/files/image) tagged by a hash of it (unchanged = cached)."""
+    context = image_context(name)
     base_image = debian_base_image(client)
     digest = hashlib.sha256(base_image.encode())
     for root, _, files in sorted(os.walk(context)):

@@ -23,9 +23,8 @@ import urllib.request
 import docker
 import pytest
 
-from conftest import REPO_ROOT, TEST_PREFIX
+from conftest import REPO_ROOT, TEST_PREFIX, image_context
 
-CONTEXTS = os.path.join(REPO_ROOT, 'roles', 'images', 'files')
 INVENTORY = os.path.join(REPO_ROOT, 'inventories', 'local', 'hosts.yml')
 NAMESPACE = TEST_PREFIX + 'images'
 SERVICE = TEST_PREFIX + 'registry'
@@ -124,7 +123,12 @@ def failure_messages(output):
 
 def copy_contexts(target, names):
     for name in names:
-        shutil.copytree(os.path.join(CONTEXTS, name), os.path.join(target, name))
+        shutil.copytree(image_context(name), os.path.join(target, name))
+
+
+def entries(contexts, names):
+    """images_list entries {name, context} for the contexts copied to contexts/<name>."""
+    return [{'name': name, 'context': os.path.join(str(contexts), name)} for name in names]
 
 
 # ---------------------------------------------------------------- fast: no builds
@@ -146,8 +150,7 @@ def tiny_contexts(tmp_path):
 
 
 def refs_vars(contexts, images):
-    return {'images_contexts_dir': str(contexts), 'images_list': images,
-            'images_namespace': NAMESPACE}
+    return {'images_list': entries(contexts, images), 'images_namespace': NAMESPACE}
 
 
 def test_refs_follow_content(tiny_contexts, tmp_path):
@@ -196,7 +199,7 @@ def test_missing_context_fails_before_any_change(tmp_path):
     contexts = tmp_path / 'contexts'
     copy_contexts(str(contexts), ['registry'])
     rc, output, _ = run_playbook(BUILD_PLAY, {
-        'images_contexts_dir': str(contexts), 'images_list': ['registry', 'no-such-image'],
+        'images_list': entries(contexts, ['registry', 'no-such-image']),
         'images_namespace': NAMESPACE, 'images_registry_service': SERVICE,
         'images_registry_volume': VOLUME}, str(tmp_path))
     assert rc != 0
@@ -219,7 +222,7 @@ def test_check_mode_on_a_cold_namespace_changes_nothing(docker_client, tmp_path)
     copy_contexts(str(contexts), ['registry', 'locust'])
     namespace = TEST_PREFIX + 'check-%d' % os.getpid()
     rc, output, err = run_playbook(BUILD_PLAY, {
-        'images_contexts_dir': str(contexts), 'images_list': ['registry', 'locust'],
+        'images_list': entries(contexts, ['registry', 'locust']),
         'images_namespace': namespace, 'images_registry_service': namespace,
         'images_registry_volume': namespace, 'images_registry_port': free_port(),
         'images_build_dir': str(tmp_path / 'build')}, str(tmp_path), check=True)
@@ -259,7 +262,7 @@ def built(docker_client, tmp_path_factory):
     contexts = workdir / 'contexts'
     copy_contexts(str(contexts), OWN_IMAGES)
     port = free_port()
-    extra = {'images_contexts_dir': str(contexts), 'images_list': OWN_IMAGES,
+    extra = {'images_list': entries(contexts, OWN_IMAGES),
              'images_namespace': NAMESPACE, 'images_registry_service': SERVICE,
              'images_registry_volume': VOLUME, 'images_registry_port': port,
              'images_build_dir': str(workdir / 'build')}

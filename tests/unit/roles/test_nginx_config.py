@@ -153,7 +153,7 @@ def test_pretix_keeps_a_header_it_sets_itself(conf):
 def test_the_images_fallback_config_serves_nothing_but_the_probe():
     """The image's own nginx.conf only answers the health probe on loopback, so it has no TLS or
     headers that could drift from the role's template."""
-    with open(os.path.join(REPO_ROOT, 'roles', 'images', 'files', 'nginx', 'nginx.conf'), encoding='utf-8') as handle:
+    with open(os.path.join(REPO_ROOT, 'roles', 'nginx', 'files', 'image', 'nginx.conf'), encoding='utf-8') as handle:
         [http] = parse(handle.read()).find('http')
     [server] = http.find('server')
     assert server.get('listen') == [['127.0.0.1:8081']]
