@@ -178,6 +178,14 @@ def plot(result, path):
     fig.savefig(path, dpi=100)
 
 
+def require_matplotlib():
+    """Fail before the ramp, not after half an hour of it, when the picture cannot be drawn."""
+    try:
+        import matplotlib  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except ImportError:
+        sys.exit('matplotlib is missing: pip install -r benchmarks/requirements.txt')
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--stages', type=parse_stages, default=parse_stages('120:180,900:420,120:420'),
@@ -188,6 +196,7 @@ def main():
     parser.add_argument('--autoscaler', default='autoscaler')
     parser.add_argument('--window', type=int, default=300, help='the scale-down stabilisation window, s')
     args = parser.parse_args()
+    require_matplotlib()
 
     client = docker.from_env()
     web = client.services.get(args.web)
