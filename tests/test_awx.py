@@ -30,6 +30,7 @@ def load(path):
 
 
 AWX_VARS = load('awx/vars.yml')
+EE_DEFINITION = 'roles/execution_environment/files/execution-environment.yml'
 TEMPLATES = AWX_VARS['awx_job_templates']
 SURVEYED = [t for t in TEMPLATES if 'survey' in t]
 
@@ -176,7 +177,7 @@ def installed_collection_version(fqcn):
 
 
 def test_execution_environment_pins_what_the_project_tests():
-    ee = load('execution-environment.yml')
+    ee = load(EE_DEFINITION)
     assert ee['version'] == 3
     deps = ee['dependencies']
     assert deps['ansible_core']['package_pip'] == 'ansible-core==%s' % core_version
@@ -192,3 +193,23 @@ def test_execution_environment_pins_what_the_project_tests():
         if name in pins:
             assert pins[name] == version, requirement
     assert any(r.startswith('docker==') for r in deps['python'])
+    assert deps['ansible_runner']['package_pip'] == 'ansible-runner==' + pins['ansible-runner']
+
+
+def test_execution_environment_holds_every_collection_dependency():
+    """The role installs the collections offline, so each one's dependencies must be listed too."""
+    collections = {c['name'] for c in load(EE_DEFINITION)['dependencies']['galaxy']['collections']}
+    for name in collections:
+        namespace, short = name.split('.')
+        for base in ansible_collections.__path__:
+            manifest = os.path.join(base, namespace, short, 'MANIFEST.json')
+            if os.path.isfile(manifest):
+                with open(manifest, encoding='utf-8') as handle:
+                    needed = json.load(handle)['collection_info']['dependencies'] or {}
+                assert set(needed) <= collections, (name, needed)
+
+
+def test_project_collection_requirements_are_galaxy_dependencies():
+    """AWX's project sync installs collections/requirements.yml: the same as galaxy.yml's."""
+    listed = {c['name'] for c in load('collections/requirements.yml')['collections']}
+    assert listed == set(load('galaxy.yml')['dependencies'])

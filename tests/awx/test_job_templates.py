@@ -1,13 +1,18 @@
-"""Every job template of awx/vars.yml run as AWX runs it: through ansible-runner, from the
-collection installed from its tarball, with an empty HOME, the template's extra vars and survey
-defaults, and the Vault credential injected as AWX does (--ask-vault-pass, answered by the runner).
-Against the deployed local stack, so marked slow and left out of CI; ansible-runner must be
-installed (requirements.txt).
+"""Every job template of awx/vars.yml run as AWX runs it: through ansible-runner, inside the
+execution environment image (playbooks/execution_environment.yml builds it), from the collection
+installed from its tarball, with the template's extra vars and survey defaults, and the Vault
+credential injected as AWX does (--ask-vault-pass, answered by the runner). Against the deployed
+local stack, so marked slow and left out of CI; ansible-runner must be installed (requirements.txt).
 
-The inventory is a copy of inventories/local that names the secret store by absolute path, as a
-project inventory names its own; ~ would be the job's empty HOME. Teardown stops the shop, so it
-runs only with BOXOFFICE_AWX_DESTRUCTIVE=1 and is followed by a site run.
+In the EE, each job's home is the container's own, gone when the job ends. The job reaches the
+machine it runs on as AWX reaches a node, but through the community.docker.nsenter connection
+(the EE container runs privileged in the host's PID namespace) instead of SSH, which this machine
+does not run. The inventory is a copy of inventories/local with a copy of its secret store beside
+it, as in a project AWX syncs. Without the EE image, jobs run on this machine with an
+empty HOME instead. Teardown stops the shop, so it runs only with BOXOFFICE_AWX_DESTRUCTIVE=1 and
+is followed by a site run.
   BOXOFFICE_VAULT_PASSWORD   vault password file of the store (default ~/.config/boxoffice/vault-password)
+  BOXOFFICE_AWX_EE           the EE image (default boxoffice/pretix-ee:0.1.0); "none": no container
 """
 
 import json
@@ -29,42 +34,84 @@ pytestmark = pytest.mark.slow
 
 REAL_HOME = os.path.expanduser('~')
 VAULT_PASSWORD_FILE = os.path.expanduser(os.environ.get('BOXOFFICE_VAULT_PASSWORD', '~/.config/boxoffice/vault-password'))
+EE_IMAGE = os.environ.get('BOXOFFICE_AWX_EE', 'boxoffice/pretix-ee:0.1.0')
+EE_COLLECTIONS = '/usr/share/boxoffice/collections'
 with open(os.path.join(REPO_ROOT, 'awx', 'vars.yml'), encoding='utf-8') as _handle:
     TEMPLATES = {t['name']: t for t in yaml.safe_load(_handle)['awx_job_templates']}
 
 
+def ee_image():
+    """The EE image when this machine has it, else None (jobs run on this machine)."""
+    if EE_IMAGE == 'none':
+        return None
+    try:
+        docker.from_env().images.get(EE_IMAGE)
+    except docker.errors.ImageNotFound:
+        return None
+    return EE_IMAGE
+
+
+def job_inventory(job, inside, in_container):
+    """inventories/local and a copy of its secret store beside it, as a project AWX syncs holds
+    them (the store outside the inventory directory, which Ansible would parse as sources)."""
+    inventory = job / 'inventory'
+    shutil.copytree(os.path.join(REPO_ROOT, 'inventories', 'local'), inventory)
+    shutil.copytree(os.path.join(REAL_HOME, '.config/boxoffice/secrets/local'), job / 'store' / 'secrets')
+    shutil.copytree(os.path.join(REAL_HOME, '.config/boxoffice/tls/local'), job / 'store' / 'tls')
+    (inventory / 'group_vars' / 'all' / 'secrets.yml').write_text(yaml.safe_dump({
+        'secrets_dir': inside(job / 'store' / 'secrets'), 'nginx_tls_dir': inside(job / 'store' / 'tls')}))
+    if in_container:
+        hosts = yaml.safe_load((inventory / 'hosts.yml').read_text())
+        hosts['all']['children']['swarm_managers']['hosts']['localhost'] = {
+            'ansible_connection': 'community.docker.nsenter',
+            # This test's own process: its namespaces are the host's (PID 1 may refuse nsenter).
+            'ansible_nsenter_pid': os.getpid(),
+            # The node's own interpreter, with the Docker SDK the docker_engine role installed.
+            'ansible_python_interpreter': sys.executable}
+        (inventory / 'hosts.yml').write_text(yaml.safe_dump(hosts))
+    return inventory
+
+
 @pytest.fixture(scope='module')
 def awx(tmp_path_factory):
-    """Run a job template by name; returns (runner result, stdout text)."""
+    """Run a job template by name; returns (runner result, stdout text, job directory)."""
+    image = ee_image()
     work = tmp_path_factory.mktemp('awx')
     dummy, collections = install_collection(work)
-    inventory = work / 'inventory'
-    shutil.copytree(os.path.join(REPO_ROOT, 'inventories', 'local'), inventory)
-    (inventory / 'group_vars' / 'all' / 'secrets.yml').write_text(yaml.safe_dump({
-        'secrets_dir': os.path.join(REAL_HOME, '.config/boxoffice/secrets/local'),
-        'nginx_tls_dir': os.path.join(REAL_HOME, '.config/boxoffice/tls/local')}))
     with open(VAULT_PASSWORD_FILE, encoding='utf-8') as handle:
         vault_password = handle.read().strip()
 
     def run(name, extra=None, vault=True, store=None):
         template = TEMPLATES[name]
+        job = tmp_path_factory.mktemp('job')
+        inside = (lambda path: '/runner/' + os.path.relpath(path, job)) if image else str
+        inventory = job_inventory(job, inside, bool(image))
         extravars = dict(template.get('extra_vars') or {})
         for question in template.get('survey', {}).get('spec', []):
             if 'default' in question and question['default'] != '':
                 extravars[question['variable']] = question['default']
+        extravars['loadtest_reports_dir'] = inside(job / 'reports')
         extravars.update(extra or {})
         if store is not None:
-            extravars.update(secrets_dir=str(store), nginx_tls_dir=str(store))
-        home = tmp_path_factory.mktemp('home')  # what AWX gives every job: nothing
+            extravars.update(secrets_dir=inside(job / store), nginx_tls_dir=inside(job / store))
         playbook = 'boxoffice.pretix.' + os.path.basename(template['playbook'])[:-4]
+        envvars = {'ANSIBLE_NOCOLOR': '1'}
+        isolation = {}
+        if image:
+            envvars['ANSIBLE_COLLECTIONS_PATH'] = EE_COLLECTIONS + ':/usr/share/ansible/collections'
+            isolation = dict(
+                process_isolation=True, process_isolation_executable='docker', container_image=image,
+                container_volume_mounts=[collections + ':' + EE_COLLECTIONS + ':ro'],
+                container_options=['--user=0', '--privileged', '--pid=host', '--network=host'])
+        else:
+            envvars.update(HOME=str(tmp_path_factory.mktemp('home')), ANSIBLE_COLLECTIONS_PATH=collections)
         result = ansible_runner.run(
-            private_data_dir=str(tmp_path_factory.mktemp('job')), playbook=playbook,
-            inventory=str(inventory / 'hosts.yml'), extravars=extravars,
+            private_data_dir=str(job), playbook=playbook,
+            inventory=str(inventory), extravars=extravars,
             cmdline='--ask-vault-pass' if vault else None,
             passwords={r'Vault password:\s*?$': vault_password} if vault else {},
-            envvars={'HOME': str(home), 'ANSIBLE_COLLECTIONS_PATH': collections, 'ANSIBLE_NOCOLOR': '1'},
-            timeout=template.get('timeout', 3600), quiet=True)
-        return result, result.stdout.read(), home
+            envvars=envvars, timeout=template.get('timeout', 3600), quiet=True, **isolation)
+        return result, result.stdout.read(), job
 
     # Only the credential gives the password, as in AWX.
     saved = os.environ.pop('ANSIBLE_VAULT_PASSWORD_FILE', None)
@@ -90,7 +137,7 @@ def stack_state():
 def test_nightly_site_twice_in_a_fresh_home_changes_nothing(awx):
     before = stack_state()
     for dummy in range(2):
-        result, out, dummy_home = awx('boxoffice site')
+        result, out, dummy_job = awx('boxoffice site')
         assert result.status == 'successful', out[-6000:]
         assert all(host.get('changed', 0) == 0 for host in recap(result).values()), out[-6000:]
     assert stack_state() == before
@@ -109,7 +156,7 @@ def test_nightly_site_twice_in_a_fresh_home_changes_nothing(awx):
     ('boxoffice autoscale', 'failed'),
 ])
 def test_job_template(awx, name, expected):
-    result, out, dummy_home = awx(name)
+    result, out, dummy_job = awx(name)
     assert result.status == expected, out[-6000:]
     if expected == 'failed':
         assert all(host.get('changed', 0) == 0 for host in recap(result).values())
@@ -117,36 +164,36 @@ def test_job_template(awx, name, expected):
         assert 'autoscale_prometheus_url is empty' in out, out[-6000:]
 
 
-def test_loadtest_writes_its_reports_outside_the_collection(awx):
-    result, out, home = awx('boxoffice loadtest')
+def test_loadtest_writes_its_reports_where_the_operator_says(awx):
+    result, out, job = awx('boxoffice loadtest')
     # On a small machine the target rate may not hold; the run must still complete and report.
     assert result.status == 'successful' or 'DID NOT HOLD' in out, out[-6000:]
-    assert list((home / 'boxoffice-reports').glob('*/summary.json'))
+    assert list((job / 'reports').glob('*/summary.json'))
 
 
 def test_no_vault_password_fails_before_any_change(awx):
-    result, out, dummy_home = awx('boxoffice site', vault=False)
+    result, out, dummy_job = awx('boxoffice site', vault=False)
     assert result.status == 'failed'
     assert 'No vault password was given' in out and 'Vault credential' in out
     assert all(host.get('changed', 0) == 0 for host in recap(result).values())
 
 
-def test_running_stack_with_an_empty_store_fails_and_creates_nothing(awx, tmp_path):
+def test_running_stack_with_an_empty_store_fails_and_creates_nothing(awx):
     before = stack_state()
     for extra in ({}, {'secrets_generate': True}):
-        result, out, dummy_home = awx('boxoffice site', extra=extra, store=tmp_path / 'empty')
+        result, out, job = awx('boxoffice site', extra=extra, store='empty')
         assert result.status == 'failed'
         assert 'already runs Docker secrets' in out and 'secrets_dir' in out
+        assert not (job / 'empty').exists()
     assert stack_state() == before
-    assert not (tmp_path / 'empty').exists()
 
 
 @pytest.mark.skipif(os.environ.get('BOXOFFICE_AWX_DESTRUCTIVE') != '1',
                     reason='stops the shop; set BOXOFFICE_AWX_DESTRUCTIVE=1')
 def test_teardown_then_site_brings_the_shop_back(awx):
     before = stack_state()
-    result, out, dummy_home = awx('boxoffice teardown')
+    result, out, dummy_job = awx('boxoffice teardown')
     assert result.status == 'successful', out[-6000:]
-    result, out, dummy_home = awx('boxoffice site')
+    result, out, dummy_job = awx('boxoffice site')
     assert result.status == 'successful', out[-6000:]
     assert stack_state() == before
