@@ -197,7 +197,7 @@ def test_execution_environment_pins_what_the_project_tests():
 
 
 def test_execution_environment_holds_every_collection_dependency():
-    """The role installs the collections offline, so each one's dependencies must be listed too."""
+    """The role copies only the listed collections, so each one's dependencies must be listed too."""
     collections = {c['name'] for c in load(EE_DEFINITION)['dependencies']['galaxy']['collections']}
     for name in collections:
         namespace, short = name.split('.')
