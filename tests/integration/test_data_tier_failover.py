@@ -371,6 +371,39 @@ def test_postgres_failover_through_pgpool(data_tier):
     assert missing == [], 'acknowledged writes lost: %s' % missing[:20]
 
 
+def test_a_standby_streaming_from_another_standby_returns_to_the_primary(data_tier):
+    """The state a failover can leave: a standby still points at the former primary, which
+    rejoined as a standby, so it streams from it (cascading) and looks healthy. The primary
+    cannot count it towards the synchronous quorum; pg-node must move it back."""
+    client = data_tier['client']
+    rows = wait_cluster_healthy(client, PG_NODES)
+    primary = [r[0] for r in rows if r[1] == 'primary'][0]
+    wait_for(lambda: standbys_stream_from(client, primary), timeout=120,
+             message='both standbys streaming from %s' % primary)
+    cascading, upstream = [n for n in PG_NODES if n != primary]
+    code, out = exec_out(task_container(client, cascading), [
+        'psql', '-XAtq', '-c', "ALTER SYSTEM SET primary_conninfo = 'host=%s port=5432 user=repmgr "
+        "application_name=%s connect_timeout=2'" % (upstream, cascading), '-c', 'SELECT pg_reload_conf()'])
+    assert code == 0, out
+
+    def sender():
+        container = task_container(client, cascading)
+        if container is None:
+            return None
+        code, out = exec_out(container, ['psql', '-XAtqc', "SELECT sender_host FROM pg_stat_wal_receiver "
+                                         "WHERE status = 'streaming'"])
+        return out.strip() if code == 0 else None
+    wait_for(lambda: sender() == upstream, timeout=60,
+             message='%s to stream from the standby %s' % (cascading, upstream))
+    cascaded_at = time.time()
+    wait_for(lambda: standbys_stream_from(client, primary), timeout=240,
+             message=lambda: '%s to stream from the primary %s again (it streams from %s)' % (
+                 cascading, primary, sender()))
+    report({'drill': 'postgres cascading standby', 'standby': cascading, 'cascaded_from': upstream,
+            'primary': primary, 'back_on_the_primary_s': round(time.time() - cascaded_at, 1)})
+    wait_cluster_healthy(client, PG_NODES)
+
+
 # Prints "ok <n> <time> <server>" when SET was acknowledged by the master and by at least one
 # replica (WAIT 1 1000), "fail ..." otherwise. <server> is the answering server's announced name.
 REDIS_WRITER = r'''

@@ -3,7 +3,7 @@
 # its data and its peers whether it bootstraps the cluster, clones, rejoins the current primary
 # (rewinding or re-cloning diverged data) or carries on as primary; then it supervises
 # PostgreSQL and repmgrd, and leaves (so that Swarm restarts it through the same decision)
-# when it finds itself a stale primary or a standby that follows nothing.
+# when it finds itself a stale primary or a standby that does not stream from the primary.
 #
 # Rules it keeps:
 #   - never a second primary: a former primary waits out repmgrd's failover window before it
@@ -537,7 +537,7 @@ sync_fallback() {
 
 # One check of the running node; returns non-zero when the node must leave and start over.
 supervise_once() {
-  local state role tl found primary primary_tl
+  local state role tl found primary primary_tl upstream
   state=$(sql_local "$STATE_SQL")
   if [ -z "$state" ]; then
     # repmgr restarts PostgreSQL during follow; only a lasting absence is fatal.
@@ -559,10 +559,20 @@ supervise_once() {
     [ $(( SECONDS - stanza_tried )) -lt 60 ] || ensure_stanza
     return 0
   fi
-  if [ "$(wal_receiver_status)" = streaming ]; then
+  # Streaming counts only from the primary: a standby left pointing at a former primary that
+  # rejoined as a standby streams from it (cascading) and looks healthy, but the primary cannot
+  # count it towards the synchronous quorum, and it falls over when that standby does.
+  upstream=$(sql_local "SELECT sender_host FROM pg_stat_wal_receiver WHERE status = 'streaming'")
+  primary=""
+  found=$(find_other_primary) && primary=${found%% *}
+  if [ -n "$upstream" ] && { [ -z "$primary" ] || [ "$upstream" = "$primary" ]; }; then
     last_streaming=$SECONDS
-  elif [ $(( SECONDS - last_streaming )) -ge "$STREAM_GRACE" ] && find_other_primary >/dev/null; then
-    log "standby not streaming for ${STREAM_GRACE}s while a primary runs: starting over"
+  elif [ -n "$primary" ] && [ $(( SECONDS - last_streaming )) -ge "$STREAM_GRACE" ]; then
+    if [ -n "$upstream" ]; then
+      log "standby streaming from $upstream, not from the primary $primary, for ${STREAM_GRACE}s: starting over"
+    else
+      log "standby not streaming for ${STREAM_GRACE}s while $primary is primary: starting over"
+    fi
     return 1
   fi
 }
