@@ -162,8 +162,9 @@ def test_nightly_site_twice_in_a_fresh_home_changes_nothing(awx):
         result, out, dummy_job = awx('boxoffice site')
         assert result.status == 'successful', out[-6000:]
         assert all(host.get('changed', 0) == 0 for host in recap(result).values()), changed_tasks(out)
-    assert stack_state() == before
-    print(json.dumps(before, indent=1))
+    after = stack_state()
+    print('STACK BEFORE %s\nSTACK AFTER  %s' % (json.dumps(before), json.dumps(after)))
+    assert after == before
 
 
 @pytest.mark.parametrize('name, expected', [

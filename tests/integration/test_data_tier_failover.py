@@ -285,9 +285,14 @@ def count_rows(data_tier):
 
 
 def pgpool_node_up(data_tier, node):
-    """True when pgpool lists `node` as up; asked several times to reach both dnsrr replicas."""
+    """True when pgpool lists `node` as up; asked several times to reach both dnsrr replicas.
+    pgpool may close a connection while it attaches a node back: not up yet."""
     for _ in range(4):
-        rows = [line.split('|') for line in pgpool_query(data_tier, 'SHOW pool_nodes').splitlines()]
+        try:
+            answer = pgpool_query(data_tier, 'SHOW pool_nodes')
+        except docker.errors.ContainerError:
+            return False
+        rows = [line.split('|') for line in answer.splitlines()]
         if not any(row[1] == node and row[3] == 'up' for row in rows if len(row) > 3):
             return False
     return True
