@@ -249,6 +249,18 @@ def local_images(client):
     return tags
 
 
+def ref_tag(ref):
+    """The tag of registry/name:tag@sha256:digest (or of registry/name:tag)."""
+    return ref.split('@', 1)[0].rsplit(':', 1)[1]
+
+
+def registry_digest(port, name, tag):
+    request = urllib.request.Request('http://127.0.0.1:%d/v2/%s/manifests/%s' % (port, name, tag), method='HEAD',
+                                     headers={'Accept': 'application/vnd.docker.distribution.manifest.v2+json'})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.headers['Docker-Content-Digest']
+
+
 def registry_tags(port, name):
     with urllib.request.urlopen('http://127.0.0.1:%d/v2/%s/tags/list' % (port, name),
                                 timeout=10) as response:
@@ -311,14 +323,15 @@ def test_build_push_and_rebuild(built, docker_client):
     base = [tag for tag in images if tag.startswith(NAMESPACE + '/base:bookworm-')]
     assert len(base) == 1, images
     for name, ref in refs.items():
-        tag = ref.rsplit(':', 1)[1]
-        assert ref == '127.0.0.1:%d/%s:%s' % (port, name, tag)
+        tag = ref_tag(ref)
+        # Pinned to the digest the registry serves for the tag, which this engine pushed.
+        assert ref == '127.0.0.1:%d/%s:%s@%s' % (port, name, tag, registry_digest(port, name, tag))
         assert TAG.match(tag), ref
         assert '%s/%s:%s' % (NAMESPACE, name, tag) in images
         assert tag in registry_tags(port, name)
     service = docker_client.services.get(SERVICE)
     assert service.attrs['Spec']['TaskTemplate']['ContainerSpec']['Image'] == \
-        '%s/registry:%s' % (NAMESPACE, refs['registry'].rsplit(':', 1)[1])
+        '%s/registry:%s' % (NAMESPACE, ref_tag(refs['registry']))
 
     # Second run: nothing changes, nothing is bootstrapped, built or pushed.
     rc, second, err = run_playbook(BUILD_PLAY, built['extra'], str(built['workdir']))
@@ -327,7 +340,7 @@ def test_build_push_and_rebuild(built, docker_client):
     assert shown_refs(second) == refs
     assert all(r.get('skipped') for r in task_results(second, 'Debootstrap the base file system'))
     assert not task_results(second, 'Build the images')[0].get('results')
-    assert not task_results(second, 'Push the missing images')[0].get('results')
+    assert not task_results(second, 'Push the images the registry lacks or serves other content for')[0].get('results')
     assert local_images(docker_client) == images
 
     # Check mode on the converged state predicts no change either.
@@ -344,19 +357,34 @@ def test_build_push_and_rebuild(built, docker_client):
     assert new_refs['locust'] != refs['locust']
     assert {k: v for k, v in new_refs.items() if k != 'locust'} == \
         {k: v for k, v in refs.items() if k != 'locust'}
-    new_tag = new_refs['locust'].rsplit(':', 1)[1]
+    new_tag = ref_tag(new_refs['locust'])
     assert '%s/locust:%s' % (NAMESPACE, new_tag) in local_images(docker_client)
     assert new_tag in registry_tags(port, 'locust')
     built_now = [r['item'] for r in task_results(third, 'Build the images')[0]['results']
                  if r.get('changed')]
     assert built_now == ['locust']
 
+    # Someone who reaches the registry overwrites a tag with other content: the next run pushes
+    # back what was built here, and services stay pinned to that digest, not to the intruder's.
+    tag = ref_tag(new_refs['registry'])
+    intruder = '127.0.0.1:%d/registry:%s' % (port, tag)
+    docker_client.images.get('%s/locust:%s' % (NAMESPACE, new_tag)).tag(intruder)
+    docker_client.images.push(intruder)
+    assert registry_digest(port, 'registry', tag) != new_refs['registry'].split('@')[1]
+    rc, fourth, err = run_playbook(BUILD_PLAY, built['extra'], str(built['workdir']))
+    assert rc == 0, failure_messages(fourth) or err[-3000:]
+    assert shown_refs(fourth) == new_refs
+    assert registry_digest(port, 'registry', tag) == new_refs['registry'].split('@')[1]
+    pushed = [r['item'] for r in task_results(fourth, 'Push the images the registry lacks or serves other content for')[0]['results']
+              if r.get('changed')]
+    assert pushed == ['registry']
+
 
 @pytest.mark.slow
 def test_built_images_work(built, docker_client):
     assert built['rc'] == 0, failure_messages(built['output']) or built['err'][-3000:]
     refs = shown_refs(built['output'])
-    local = {name: '%s/%s:%s' % (NAMESPACE, name, ref.rsplit(':', 1)[1]) for name, ref in refs.items()}
+    local = {name: '%s/%s:%s' % (NAMESPACE, name, ref_tag(ref)) for name, ref in refs.items()}
 
     # The registry service's own healthcheck passes.
     deadline = time.monotonic() + 120

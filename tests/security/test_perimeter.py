@@ -12,6 +12,7 @@ import socket
 import ssl
 import sys
 import urllib.parse
+import urllib.request
 
 import pytest
 import yaml
@@ -50,6 +51,11 @@ CAP_ADD = {
 }
 # Kinds that keep Docker's default set, each with its reason in docs/security.md.
 CAP_EXCEPTIONS = {'nfs'}
+# Kinds whose image exists only on the node that runs it and is never pulled: the registry (it
+# runs before there is a registry to pull from) and nfs-ganesha (built on the NFS node).
+LOCAL_IMAGE_KINDS = {'images', 'nfs'}
+MANIFEST_TYPES = ('application/vnd.docker.distribution.manifest.v2+json,'
+                  'application/vnd.oci.image.manifest.v1+json')
 
 
 def service_kind(service):
@@ -125,6 +131,32 @@ def test_no_secret_in_a_service_definition(stack_services):
                            + ['%s=%s' % kv for kv in (service['Spec'].get('Labels') or {}).items()])
         leaked = sorted(name for name, value in values.items() if len(value) >= 8 and value in exposed)
         assert not leaked, '%s carries %s in its definition' % (service['Spec']['Name'], leaked)
+
+
+def served_digest(registry, repository, reference):
+    """The digest the registry serves for a tag or digest (HEAD of its manifest)."""
+    request = urllib.request.Request('http://%s/v2/%s/manifests/%s' % (registry, repository, reference),
+                                     method='HEAD', headers={'Accept': MANIFEST_TYPES})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=10) as response:
+        return response.headers['Docker-Content-Digest']
+
+
+def test_every_pulled_image_is_pinned_by_digest(stack_services):
+    """The registry has no login: anyone who reaches it can push over a tag. A service pinned by
+    digest runs what was built, whatever the tag says; the tag must still serve that digest
+    (site.yml pushes it back when it does not)."""
+    for service in stack_services:
+        name, kind = service['Spec']['Name'], service_kind(service)
+        image = service['Spec']['TaskTemplate']['ContainerSpec']['Image']
+        if kind in LOCAL_IMAGE_KINDS:
+            continue
+        reference, _, digest = image.partition('@')
+        assert digest.startswith('sha256:'), '%s runs %s, not pinned by digest' % (name, image)
+        registry, path = reference.split('/', 1)
+        repository, tag = path.rsplit(':', 1)
+        assert served_digest(registry, repository, digest) == digest, image
+        assert served_digest(registry, repository, tag) == digest, '%s: the tag serves other content' % image
 
 
 def handshake(**options):
