@@ -88,7 +88,14 @@ def task_container(client, service):
 
 
 def exec_out(container, cmd, user='postgres'):
-    code, output = container.exec_run(cmd, user=user)
+    """(exit code, output) of cmd in the container; (None, the error) when the container stopped
+    after it was looked up, as a member does when pg-node starts it over."""
+    try:
+        code, output = container.exec_run(cmd, user=user)
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:
+            raise
+        return None, str(exc)
     return code, output.decode(errors='replace')
 
 
