@@ -10,6 +10,7 @@ tag). It builds everything cold under its own namespace, so it is marked slow
 Everything Docker-side is named with the `bxtest-` prefix and removed at teardown.
 """
 
+import io
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.request
 
@@ -403,14 +405,26 @@ def test_built_images_work(built, docker_client):
     out = docker_client.containers.run(local['locust'], ['--version'], remove=True)
     assert b'2.47.0' in out
 
-    # A dind node with the documented flags starts dockerd and turns healthy.
+    # A dind node with the documented flags, whose engine the docker_engine role has configured
+    # (node-boot starts dockerd only once /etc/docker/daemon.json exists), starts dockerd and
+    # turns healthy.
     name = TEST_PREFIX + 'dind-%d' % os.getpid()
-    container = docker_client.containers.run(
-        local['dind-node'], name=name, detach=True, cap_add=DIND_CAPS, cap_drop=DIND_CAP_DROP,
+    container = docker_client.containers.create(
+        local['dind-node'], name=name, cap_add=DIND_CAPS, cap_drop=DIND_CAP_DROP,
         security_opt=['seccomp=unconfined', 'apparmor=unconfined'], cgroupns='host',
         volumes={'/sys/fs/cgroup': {'bind': '/sys/fs/cgroup', 'mode': 'rw'},
                  name: {'bind': '/var/lib/docker', 'mode': 'rw'}})
     try:
+        daemon_json = io.BytesIO()
+        with tarfile.open(fileobj=daemon_json, mode='w') as archive:
+            directory = tarfile.TarInfo('etc/docker')
+            directory.type, directory.mode = tarfile.DIRTYPE, 0o755
+            archive.addfile(directory)
+            entry = tarfile.TarInfo('etc/docker/daemon.json')
+            entry.size = 3
+            archive.addfile(entry, io.BytesIO(b'{}\n'))
+        container.put_archive('/', daemon_json.getvalue())
+        container.start()
         deadline = time.monotonic() + 180
         status = None
         while time.monotonic() < deadline:
