@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import time
+import urllib.request
 import uuid
 import warnings
 
@@ -200,6 +201,18 @@ def overlay_network(docker_client, unique_name, swarm_services):
 
     swarm_services.after_removal.append(remove)
     return network.id
+
+
+def registry_digest(registry, repository, reference):
+    """The digest a registry (host:port) serves for a tag or digest: HEAD of its manifest, on
+    loopback or a test's own registry, never through a proxy from the environment."""
+    request = urllib.request.Request(
+        'http://%s/v2/%s/manifests/%s' % (registry, repository, reference), method='HEAD',
+        headers={'Accept': 'application/vnd.docker.distribution.manifest.v2+json,'
+                           'application/vnd.oci.image.manifest.v1+json'})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=10) as response:
+        return response.headers['Docker-Content-Digest']
 
 
 def wait_for(predicate, timeout=180, message='condition', interval=0.5):

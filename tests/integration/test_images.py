@@ -25,7 +25,7 @@ import urllib.request
 import docker
 import pytest
 
-from conftest import REPO_ROOT, TEST_PREFIX, image_context
+from conftest import REPO_ROOT, TEST_PREFIX, image_context, registry_digest
 
 INVENTORY = os.path.join(REPO_ROOT, 'inventories', 'local', 'hosts.yml')
 NAMESPACE = TEST_PREFIX + 'images'
@@ -256,13 +256,6 @@ def ref_tag(ref):
     return ref.split('@', 1)[0].rsplit(':', 1)[1]
 
 
-def registry_digest(port, name, tag):
-    request = urllib.request.Request('http://127.0.0.1:%d/v2/%s/manifests/%s' % (port, name, tag), method='HEAD',
-                                     headers={'Accept': 'application/vnd.docker.distribution.manifest.v2+json'})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.headers['Docker-Content-Digest']
-
-
 def registry_tags(port, name):
     with urllib.request.urlopen('http://127.0.0.1:%d/v2/%s/tags/list' % (port, name),
                                 timeout=10) as response:
@@ -327,7 +320,7 @@ def test_build_push_and_rebuild(built, docker_client):
     for name, ref in refs.items():
         tag = ref_tag(ref)
         # Pinned to the digest the registry serves for the tag, which this engine pushed.
-        assert ref == '127.0.0.1:%d/%s:%s@%s' % (port, name, tag, registry_digest(port, name, tag))
+        assert ref == '127.0.0.1:%d/%s:%s@%s' % (port, name, tag, registry_digest('127.0.0.1:%d' % port, name, tag))
         assert TAG.match(tag), ref
         assert '%s/%s:%s' % (NAMESPACE, name, tag) in images
         assert tag in registry_tags(port, name)
@@ -372,11 +365,11 @@ def test_build_push_and_rebuild(built, docker_client):
     intruder = '127.0.0.1:%d/registry:%s' % (port, tag)
     docker_client.images.get('%s/locust:%s' % (NAMESPACE, new_tag)).tag(intruder)
     docker_client.images.push(intruder)
-    assert registry_digest(port, 'registry', tag) != new_refs['registry'].split('@')[1]
+    assert registry_digest('127.0.0.1:%d' % port, 'registry', tag) != new_refs['registry'].split('@')[1]
     rc, fourth, err = run_playbook(BUILD_PLAY, built['extra'], str(built['workdir']))
     assert rc == 0, failure_messages(fourth) or err[-3000:]
     assert shown_refs(fourth) == new_refs
-    assert registry_digest(port, 'registry', tag) == new_refs['registry'].split('@')[1]
+    assert registry_digest('127.0.0.1:%d' % port, 'registry', tag) == new_refs['registry'].split('@')[1]
     pushed = [r['item'] for r in task_results(fourth, 'Push the images the registry lacks or serves other content for')[0]['results']
               if r.get('changed')]
     assert pushed == ['registry']

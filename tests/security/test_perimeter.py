@@ -12,12 +12,11 @@ import socket
 import ssl
 import sys
 import urllib.parse
-import urllib.request
 
 import pytest
 import yaml
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, registry_digest
 
 # The e2e module holds the shop's URL, its certificate and the vault reader.
 sys.path.insert(0, os.path.join(REPO_ROOT, 'tests', 'e2e'))
@@ -54,8 +53,6 @@ CAP_EXCEPTIONS = {'nfs'}
 # Kinds whose image exists only on the node that runs it and is never pulled: the registry (it
 # runs before there is a registry to pull from) and nfs-ganesha (built on the NFS node).
 LOCAL_IMAGE_KINDS = {'images', 'nfs'}
-MANIFEST_TYPES = ('application/vnd.docker.distribution.manifest.v2+json,'
-                  'application/vnd.oci.image.manifest.v1+json')
 
 
 def service_kind(service):
@@ -133,15 +130,6 @@ def test_no_secret_in_a_service_definition(stack_services):
         assert not leaked, '%s carries %s in its definition' % (service['Spec']['Name'], leaked)
 
 
-def served_digest(registry, repository, reference):
-    """The digest the registry serves for a tag or digest (HEAD of its manifest)."""
-    request = urllib.request.Request('http://%s/v2/%s/manifests/%s' % (registry, repository, reference),
-                                     method='HEAD', headers={'Accept': MANIFEST_TYPES})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(request, timeout=10) as response:
-        return response.headers['Docker-Content-Digest']
-
-
 def test_every_pulled_image_is_pinned_by_digest(stack_services):
     """The registry has no login: anyone who reaches it can push over a tag. A service pinned by
     digest runs what was built, whatever the tag says; the tag must still serve that digest
@@ -155,8 +143,8 @@ def test_every_pulled_image_is_pinned_by_digest(stack_services):
         assert digest.startswith('sha256:'), '%s runs %s, not pinned by digest' % (name, image)
         registry, path = reference.split('/', 1)
         repository, tag = path.rsplit(':', 1)
-        assert served_digest(registry, repository, digest) == digest, image
-        assert served_digest(registry, repository, tag) == digest, '%s: the tag serves other content' % image
+        assert registry_digest(registry, repository, digest) == digest, image
+        assert registry_digest(registry, repository, tag) == digest, '%s: the tag serves other content' % image
 
 
 def handshake(**options):
