@@ -39,6 +39,7 @@ import uuid
 import docker
 import requests
 import urllib3
+import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -177,8 +178,12 @@ class ClusterEngine:
 
     def docker(self, hostname, *args):
         """(exit code, output) of `docker ARGS` in the node; APIError when its container is down."""
+        return self.run(hostname, 'docker', *args)
+
+    def run(self, hostname, *argv):
+        """(exit code, output) of a command in the node; APIError when its container is down."""
         exec_id = self.outer.api.exec_create(
-            self.node_container(hostname), ['timeout', str(self.command_timeout), 'docker'] + list(args))['Id']
+            self.node_container(hostname), ['timeout', str(self.command_timeout)] + list(argv))['Id']
         # Separate streams: a warning on stderr must not land inside JSON read from stdout.
         out, err = self.outer.api.exec_start(exec_id, demux=True)
         out = (out or b'').decode(errors='replace') + (err or b'').decode(errors='replace')
@@ -282,6 +287,18 @@ class ClusterEngine:
                     addresses.append(address)
         return addresses
 
+    def holders(self, address):
+        """The nodes whose interfaces carry `address` now (keepalived's floating address)."""
+        found = []
+        for hostname in self.managers:
+            try:
+                code, out = self.run(hostname, 'ip', '-o', '-4', 'addr', 'show', 'to', address + '/32')
+            except docker.errors.APIError:
+                continue
+            if code == 0 and out.strip():
+                found.append(hostname)
+        return found
+
     # Whole-node faults act on the outer engine.
     def kill_node(self, hostname):
         self.outer.api.kill(self.node_container(hostname), signal='KILL')
@@ -366,9 +383,11 @@ def container_id(task):
 class Target:
     """A deployed stack to break: its engine, the shop's URL and TLS CA, the demo event."""
 
-    def __init__(self, engine, base_url, ca=None, organizer='demo', event='concert', edge=None):
+    def __init__(self, engine, base_url, ca=None, organizer='demo', event='concert', edge=None,
+                 floating_address=None):
         self.engine = engine
         self.edge = edge
+        self.floating_address = floating_address
         self.name = engine.name
         self.base_url = base_url.rstrip('/')
         self.ca = ca if ca and os.path.exists(ca) else False
@@ -429,15 +448,25 @@ def local_target(client=None):
                   organizer=e2e.EVENT_PATH.split('/')[0], event=e2e.EVENT_PATH.split('/')[1])
 
 
+def cluster_floating_address():
+    """The test cluster's floating address (keepalived_address of its inventory), or None."""
+    path = os.path.join(REPO_ROOT, 'inventories', 'testcluster', 'group_vars', 'all', 'stack.yml')
+    with open(path, encoding='utf-8') as handle:
+        return (yaml.safe_load(handle) or {}).get('keepalived_address') or None
+
+
 def cluster_target():
     """The test cluster. BOXOFFICE_CHAOS_URL is its pretix_url (default https://localhost); every
-    request goes to the node that runs nginx (EdgeRouter), never to that name on this machine.
-    BOXOFFICE_CHAOS_CA is its certificate (~/.config/boxoffice/tls/testcluster)."""
+    request goes to the cluster's floating address (keepalived), or without one to the node that
+    runs nginx (EdgeRouter), never to that name on this machine. BOXOFFICE_CHAOS_CA is its
+    certificate (~/.config/boxoffice/tls/testcluster)."""
     base_url = os.environ.get('BOXOFFICE_CHAOS_URL', 'https://localhost')
     ca = os.path.expanduser(os.environ.get('BOXOFFICE_CHAOS_CA', '~/.config/boxoffice/tls/testcluster/cert.pem'))
     engine = ClusterEngine(cluster=os.environ.get('BOXOFFICE_CHAOS_CLUSTER_NAME', 'boxoffice'))
+    address = cluster_floating_address()
     return Target(engine, base_url, ca=ca, organizer=e2e.EVENT_PATH.split('/')[0],
-                  event=e2e.EVENT_PATH.split('/')[1], edge=EdgeRouter(engine))
+                  event=e2e.EVENT_PATH.split('/')[1], edge=(lambda: address) if address else EdgeRouter(engine),
+                  floating_address=address)
 
 
 # --------------------------------------------------------------------------------------------
@@ -561,6 +590,10 @@ def _redundancy_problems(target):
     views = {s: sentinel_master(target, s) for s in SENTINELS}
     if set(views.values()) != set(masters[:1]) or len(masters) != 1:
         problems.append('sentinels do not all name the master %s: %s' % (','.join(masters), views))
+    if target.floating_address:
+        holders = target.engine.holders(target.floating_address)
+        if len(holders) != 1:
+            problems.append('floating address %s held by: %s' % (target.floating_address, ','.join(holders) or 'none'))
     problems.extend(swarm_problems(target))
     return problems
 

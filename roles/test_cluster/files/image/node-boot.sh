@@ -11,4 +11,9 @@ if [ -e /etc/docker/daemon.json ]; then
   start-stop-daemon --start --background --make-pidfile --pidfile /run/dockerd.pid \
     --output /var/log/dockerd.log --exec /usr/sbin/dockerd
 fi
+# An edge node's floating address (the keepalived role), as systemd would start it.
+if [ -e /etc/keepalived/keepalived.conf ]; then
+  rm -f /run/keepalived.pid /run/vrrp.pid
+  /usr/sbin/keepalived --use-file /etc/keepalived/keepalived.conf --pid /run/keepalived.pid
+fi
 exec sleep infinity
