@@ -737,7 +737,11 @@ def short_error(exc):
     text = ' '.join(('%s: %s' % (type(exc).__name__, exc)).split())
     text = re.sub(r'0x[0-9a-f]+', '', text)
     text = re.sub(r'async_id=[^ ]+', 'async_id=...', text)
-    return text[:120]
+    # urllib3's wrapper names the URL first; the cause is what tells failures apart.
+    cause = text.find('(Caused by ')
+    if cause >= 0:
+        text = '%s: %s' % (type(exc).__name__, text[cause + len('(Caused by '):])
+    return text[:160]
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import os
 import socket
 import ssl
 import urllib.parse
+import uuid
 
 import pytest
 from cryptography import x509
@@ -29,7 +30,11 @@ from cryptography.x509.oid import NameOID
 import chaoslib
 from conftest import run_playbook
 # The chaos module's fixtures and helpers, so both modules break the same stacks the same way.
-from test_chaos import OUTAGE, cluster_only, cluster_shop, records, run, shop  # noqa: F401 pylint: disable=unused-import
+from test_chaos import (OUTAGE, RECOVERY_TIMEOUT, cluster_only, cluster_shop, records,  # noqa: F401 pylint: disable=unused-import
+                        run, shop)
+
+# A rollout runs playbooks/app.yml, minutes on a busy machine; full redundancy is then waited for.
+ROLLOUT_TIMEOUT = RECOVERY_TIMEOUT + 900
 
 CLUSTER_INVENTORY = 'inventories/testcluster/hosts.yml'
 
@@ -39,7 +44,10 @@ def new_pair(directory, names=('localhost',), addresses=('127.0.0.1',)):
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.timezone.utc)
     san = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    # A subject of its own: a client's trust store finds a self-signed certificate by its subject,
+    # and of two with the same subject it would try only one.
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0]),
+                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, 'boxoffice rollout %s' % uuid.uuid4().hex[:12])])
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=30))
@@ -96,7 +104,8 @@ def certificate_rollout_case(stack, records_, tmp_path, inventory_args):
     original_ca = trust_both(target, tmp_path, cert_file)
     results = {}
     try:
-        record = run(stack, records_, 'certificate rollout', rollout(inventory_args, cert_file, key_file, results))
+        record = run(stack, records_, 'certificate rollout', rollout(inventory_args, cert_file, key_file, results),
+                     timeout=ROLLOUT_TIMEOUT)
     finally:
         target.ca = original_ca
         rc, output = run_playbook('playbooks/app.yml', *inventory_args)

@@ -185,3 +185,44 @@ def test_security_headers_on_every_kind_of_response(session, path):
     assert response.headers['X-Content-Type-Options'] == 'nosniff'
     assert int(response.headers['Strict-Transport-Security'].split('max-age=')[1].split(';')[0]) >= 15552000
     assert 'Server' not in response.headers or '/' not in response.headers['Server'], response.headers
+
+
+EDGE_LABEL = role_file('boxoffice_defaults', 'defaults/main.yml')['boxoffice_defaults_label_prefix'] + '.edge'
+
+
+def test_nginx_runs_once_on_every_edge_node_and_nowhere_else(stack_services, docker_client):
+    """The edge has no single point of failure: one nginx on each node labelled for the edge."""
+    nginx = next(s for s in stack_services if s['Spec']['Name'] == 'nginx')
+    assert 'Global' in nginx['Spec']['Mode'], nginx['Spec']['Mode']
+    assert nginx['Spec']['TaskTemplate']['Placement']['Constraints'] == ['node.labels.%s == true' % EDGE_LABEL]
+    edge = {n['ID'] for n in docker_client.api.nodes() if (n['Spec'].get('Labels') or {}).get(EDGE_LABEL) == 'true'}
+    assert edge, 'no node is labelled %s=true' % EDGE_LABEL
+    running = [t['NodeID'] for t in docker_client.api.tasks(filters={'service': nginx['ID'], 'desired-state': 'running'})
+               if t['Status']['State'] == 'running']
+    assert sorted(running) == sorted(edge), (running, edge)
+
+
+def test_the_tls_key_is_readable_by_root_only(stack_services):
+    """The key is a file on the edge nodes (this machine here), never in the service's spec."""
+    for copy in ('staged', 'live'):
+        status = os.stat(os.path.join(NGINX_DEFAULTS['nginx_config_dir'], copy, 'key.pem'))
+        assert (status.st_uid, oct(status.st_mode & 0o777)) == (0, '0o600'), (copy, status)
+    nginx = next(s for s in stack_services if s['Spec']['Name'] == 'nginx')['Spec']['TaskTemplate']['ContainerSpec']
+    mounts = {m['Target']: m for m in nginx.get('Mounts') or []}
+    assert mounts[role_file('nginx', 'vars/main.yml')['nginx_container_config_dir']].get('ReadOnly'), mounts
+    assert not nginx.get('Secrets') and not nginx.get('Configs'), nginx
+
+
+def test_no_container_can_gain_privileges(docker_client):
+    """Every running container of the engine has no_new_privs (daemon.json), read from the kernel's
+    view of its first process, not from Docker's configuration."""
+    containers = docker_client.api.containers()
+    assert containers
+    for container in containers:
+        pid = docker_client.api.inspect_container(container['Id'])['State']['Pid']
+        try:
+            with open('/proc/%d/status' % pid, encoding='utf-8') as handle:
+                status = dict(line.split(':', 1) for line in handle if ':' in line)
+        except FileNotFoundError:  # it exited in between
+            continue
+        assert status['NoNewPrivs'].strip() == '1', '%s runs without no-new-privileges' % container['Names']
