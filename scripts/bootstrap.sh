@@ -10,6 +10,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 apt_packages="python3 python3-venv python3-pip git ca-certificates debootstrap busybox-static openssl libnfs-utils iproute2"
+# The browser test (tests/e2e/test_browser_purchase.py): Debian's chromium, driven by Playwright,
+# certutil to make it trust the stack's self-signed certificate, and a font for its screenshot.
+apt_packages="$apt_packages chromium libnss3-tools fonts-dejavu-core"
 missing=""
 for package in $apt_packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"
