@@ -13,6 +13,8 @@ apt_packages="python3 python3-venv python3-pip git ca-certificates debootstrap b
 # The browser test (tests/e2e/test_browser_purchase.py): Debian's chromium, driven by Playwright,
 # certutil to make it trust the stack's self-signed certificate, and a font for its screenshot.
 apt_packages="$apt_packages chromium libnss3-tools fonts-dejavu-core"
+# tests/security/test_ports.py scans the node from outside the swarm.
+apt_packages="$apt_packages nmap"
 missing=""
 for package in $apt_packages; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"
