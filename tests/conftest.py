@@ -5,7 +5,9 @@ teardown, because the Docker daemon is shared with other engineers and other tes
 """
 
 import collections
+import datetime
 import io
+import ipaddress
 import json
 import os
 import subprocess
@@ -21,6 +23,10 @@ import pytest
 import requests
 import urllib3
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Makes ansible_collections.boxoffice.pretix importable for unit tests, as ansible.cfg does for
@@ -201,6 +207,34 @@ def overlay_network(docker_client, unique_name, swarm_services):
 
     swarm_services.after_removal.append(remove)
     return network.id
+
+
+def new_key():
+    """A fresh ECDSA P-256 key, as the nginx role generates for its self-signed pair."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_pem(key):
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def cert_pem(key, names, not_before=None, not_after=None, issuer_key=None, addresses=(), organization=None):
+    """A certificate for `names` (subjectAltName DNS names, the first also the common name) and IP
+    `addresses`, with `key`'s public key, signed by issuer_key (default: itself). Valid from a day
+    ago for 90 days unless told otherwise; `organization` gives it a subject of its own."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]
+                        + ([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)] if organization else []))
+    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'bxtest CA')]) if issuer_key else subject
+    san = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(not_before or now - datetime.timedelta(days=1))
+            .not_valid_after(not_after or now + datetime.timedelta(days=90))
+            .add_extension(x509.SubjectAlternativeName(san), critical=False)
+            .sign(issuer_key or key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def registry_digest(registry, repository, reference):

@@ -14,7 +14,6 @@ The records go to reports/chaos.jsonl like the other chaos cases.
 """
 
 import datetime
-import ipaddress
 import os
 import socket
 import ssl
@@ -23,12 +22,10 @@ import uuid
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 import chaoslib
-from conftest import run_playbook
+from conftest import cert_pem, key_pem, new_key, run_playbook
 # The chaos module's fixtures and helpers, so both modules break the same stacks the same way.
 from test_chaos import (OUTAGE, RECOVERY_TIMEOUT, cluster_only, cluster_shop, records,  # noqa: F401 pylint: disable=unused-import
                         run, shop)
@@ -40,25 +37,18 @@ CLUSTER_INVENTORY = 'inventories/testcluster/hosts.yml'
 
 
 def new_pair(directory, names=('localhost',), addresses=('127.0.0.1',)):
-    """(certificate file, key file): a fresh self-signed ECDSA pair for the shop's names."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    """(certificate file, key file): a fresh self-signed pair for the shop's names, valid 30 days."""
+    key = new_key()
     now = datetime.datetime.now(datetime.timezone.utc)
-    san = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
     # A subject of its own: a client's trust store finds a self-signed certificate by its subject,
     # and of two with the same subject it would try only one.
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0]),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, 'boxoffice rollout %s' % uuid.uuid4().hex[:12])])
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName(san), critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = cert_pem(key, list(names), now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=30),
+                    addresses=addresses, organization='boxoffice rollout %s' % uuid.uuid4().hex[:12])
     cert_file, key_file = os.path.join(directory, 'cert.pem'), os.path.join(directory, 'key.pem')
-    with open(cert_file, 'wb') as handle:
-        handle.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(key_file, 'wb') as handle:
-        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    with open(cert_file, 'w', encoding='utf-8') as handle:
+        handle.write(cert)
+    with open(key_file, 'w', encoding='utf-8') as handle:
+        handle.write(key_pem(key))
     return cert_file, key_file
 
 

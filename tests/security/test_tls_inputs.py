@@ -17,47 +17,18 @@ password (BOXOFFICE_VAULT_PASSWORD, else $ANSIBLE_VAULT_PASSWORD_FILE, else
 import datetime
 import os
 import re
-import subprocess
 import time
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from conftest import REPO_ROOT, cert_pem, key_pem, new_key, run_playbook
 
-from conftest import REPO_ROOT
-
-ANSIBLE_PLAYBOOK = os.path.join(REPO_ROOT, '.venv', 'bin', 'ansible-playbook')
 VAULT_PASSWORD_FILE = os.path.expanduser(os.environ.get(
     'BOXOFFICE_VAULT_PASSWORD', os.environ.get('ANSIBLE_VAULT_PASSWORD_FILE', '~/.config/boxoffice/vault-password')))
 NOW = datetime.datetime.now(datetime.timezone.utc)
 DAY = datetime.timedelta(days=1)
 # The local inventory's names: pretix_url https://localhost, nginx_server_name localhost.
 SHOP = 'localhost'
-
-
-def new_key():
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def key_pem(key):
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
-
-
-def cert_pem(key, names, not_before=NOW - DAY, not_after=NOW + 90 * DAY, issuer_key=None):
-    """A certificate for `names` (subjectAltName DNS names, the first also the common name) with
-    `key`'s public key, signed by issuer_key (default: itself)."""
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'bxtest CA')]) if issuer_key else subject
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(not_before).not_valid_after(not_after)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
-            .sign(issuer_key or key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 def write(path, text):
@@ -67,15 +38,12 @@ def write(path, text):
 
 
 def playbook(playbook_path, extra_args=()):
-    """Run a playbook on the local inventory; (process, normalised output, seconds)."""
-    env = dict(os.environ, ANSIBLE_NOCOLOR='1', ANSIBLE_VAULT_PASSWORD_FILE=VAULT_PASSWORD_FILE)
+    """Run a playbook on the local inventory; (exit code, normalised output, seconds)."""
     started = time.monotonic()
-    proc = subprocess.run([ANSIBLE_PLAYBOOK if os.path.exists(ANSIBLE_PLAYBOOK) else 'ansible-playbook',
-                           playbook_path] + list(extra_args), cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    output = proc.stdout + proc.stderr
+    rc, output = run_playbook(playbook_path, '--vault-password-file', VAULT_PASSWORD_FILE, *extra_args,
+                              timeout=300)
     # The YAML callback folds long messages and doubles quotes; compare words.
-    return proc, re.sub(r'\s+', ' ', output), time.monotonic() - started
+    return rc, re.sub(r'\s+', ' ', output), time.monotonic() - started
 
 
 def files_state(directory):
@@ -143,11 +111,11 @@ def test_bad_certificate_is_refused_before_any_change(deployed, tmp_path, make, 
     key_file = write(tmp_path / 'privkey.pem', key)
     before = swarm_state(deployed)
 
-    proc, output, seconds = playbook('site.yml', ['-e', 'nginx_tls_cert_file=' + cert_file,
+    rc, output, seconds = playbook('site.yml', ['-e', 'nginx_tls_cert_file=' + cert_file,
                                                   '-e', 'nginx_tls_key_file=' + key_file])
     print('site.yml failed after %.1f s' % seconds)
 
-    assert proc.returncode != 0, output[-3000:]
+    assert rc != 0, output[-3000:]
     assert message.format(cert=cert_file, key=key_file) in output, output[-3000:]
     assert 'Nothing has been changed.' in output
     # Refused in the check phase: no play after playbooks/secrets.yml started, nothing changed.
@@ -182,9 +150,9 @@ def good_self_signed(tmp_path):
                          ids=['chain-as-files', 'wildcard-as-text', 'self-signed'])
 def test_good_certificate_passes_the_check_phase(deployed, tmp_path, make):
     before = swarm_state(deployed)
-    proc, output, seconds = playbook('playbooks/secrets.yml', make(tmp_path))
+    rc, output, seconds = playbook('playbooks/secrets.yml', make(tmp_path))
     print('playbooks/secrets.yml passed after %.1f s' % seconds)
-    assert proc.returncode == 0, output[-3000:]
+    assert rc == 0, output[-3000:]
     assert 'TASK [boxoffice.pretix.nginx : Fail when the certificate is not for the shop\'s names]' in output
     assert re.search(r'changed=0 ', output) and 'failed=0' in output, output[-3000:]
     assert swarm_state(deployed) == before
